@@ -1,0 +1,254 @@
+//! Writing frames.
+
+use std::fmt;
+use std::io::{self, Cursor, Write};
+use std::ops::RangeInclusive;
+
+use crate::format::{HEADER_LEN, Header, Summary, TRAILER_LEN, to_u64, trailer_bytes};
+use crate::{Error, Result};
+
+/// The compression level walferry uses unless told otherwise (zstd's own default).
+pub const DEFAULT_LEVEL: i32 = zstd::DEFAULT_COMPRESSION_LEVEL;
+
+/// The compression levels [`Encoder::new`] and [`encode`] accept: zstd's full range, from its
+/// fastest negative levels to 22. Level 0 means zstd's default, as in zstd itself.
+pub fn level_range() -> RangeInclusive<i32> {
+    zstd::compression_level_range()
+}
+
+fn check_level(level: i32) -> Result<()> {
+    if level_range().contains(&level) {
+        Ok(())
+    } else {
+        Err(Error::InvalidLevel { level })
+    }
+}
+
+/// Writes one frame to `W`: the header on creation, compressed bytes as they are written, the
+/// trailer on [`finish`](Encoder::finish).
+///
+/// The output is a valid frame only once `finish` has returned `Ok`. An encoder dropped earlier,
+/// or whose `finish` failed, leaves a prefix without a trailer, which every decoder rejects as
+/// [`Error::Truncated`]; discard it.
+///
+/// ```
+/// use std::io::Write;
+/// use walferry_codec::{Encoder, Summary};
+///
+/// let mut encoder = Encoder::new(Vec::new(), 3, None)?;
+/// encoder.write_all(b"streamed ")?;
+/// encoder.write_all(b"without knowing the size")?;
+/// let (object, summary) = encoder.finish()?;
+/// assert_eq!(summary, Summary::of(b"streamed without knowing the size"));
+/// assert_eq!(walferry_codec::decode(&object, 1024)?, b"streamed without knowing the size");
+/// # Ok::<(), walferry_codec::Error>(())
+/// ```
+pub struct Encoder<W: Write> {
+    inner: zstd::stream::write::Encoder<'static, W>,
+    hasher: crc32fast::Hasher,
+    len: u64,
+    expected: Option<Summary>,
+}
+
+impl<W: Write> Encoder<W> {
+    /// Starts a frame: checks `level` against [`level_range`] and writes the header to `writer`.
+    ///
+    /// With `expected: Some(summary)` the header carries that summary, so that a reader learns
+    /// the object's length and checksum from its first [`HEADER_LEN`] bytes, and
+    /// [`finish`](Encoder::finish) fails with [`Error::SummaryMismatch`] unless exactly those
+    /// bytes were written. With `None` only the trailer carries the summary.
+    pub fn new(mut writer: W, level: i32, expected: Option<Summary>) -> Result<Self> {
+        check_level(level)?;
+        writer.write_all(&Header::new(expected).to_bytes())?;
+        let inner = zstd::stream::write::Encoder::new(writer, level)?;
+        Ok(Encoder {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+            len: 0,
+            expected,
+        })
+    }
+
+    /// The summary of the bytes written so far.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            len: self.len,
+            crc32: self.hasher.clone().finalize(),
+        }
+    }
+
+    /// Ends the frame: ends the zstd stream, writes the trailer, flushes `W` and returns it with
+    /// the summary of everything written.
+    ///
+    /// Fails with [`Error::SummaryMismatch`], before writing the trailer, when `Encoder::new` was
+    /// given a summary and the bytes written do not match it.
+    pub fn finish(self) -> Result<(W, Summary)> {
+        let actual = self.summary();
+        if let Some(expected) = self.expected
+            && expected != actual
+        {
+            return Err(Error::SummaryMismatch { expected, actual });
+        }
+        let mut writer = self.inner.finish()?;
+        writer.write_all(&trailer_bytes(actual))?;
+        writer.flush()?;
+        Ok((writer, actual))
+    }
+}
+
+/// Compresses the bytes; their summary covers exactly what each call reports as written.
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len = self.len.saturating_add(to_u64(n));
+        Ok(n)
+    }
+
+    /// Flushes compressed data written so far down to `W`. Flushing often costs compression
+    /// ratio; the frame is complete only after [`finish`](Encoder::finish).
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> fmt::Debug for Encoder<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encoder")
+            .field("written", &self.len)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encodes `data` as one frame whose header carries its summary.
+///
+/// ```
+/// let object = walferry_codec::encode(b"hello", 3)?;
+/// assert_eq!(walferry_codec::decode(&object, 5)?, b"hello");
+/// # Ok::<(), walferry_codec::Error>(())
+/// ```
+pub fn encode(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    check_level(level)?;
+    let summary = Summary::of(data);
+    let bound = zstd::zstd_safe::compress_bound(data.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + bound + TRAILER_LEN);
+    out.extend_from_slice(&Header::new(Some(summary)).to_bytes());
+    // Compress straight into the output after the header: no intermediate buffer, no zeroing.
+    let mut cursor = Cursor::new(out);
+    cursor.set_position(to_u64(HEADER_LEN));
+    zstd::bulk::Compressor::new(level)?.compress_to_buffer(data, &mut cursor)?;
+    let mut out = cursor.into_inner();
+    out.extend_from_slice(&trailer_bytes(summary));
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, parse_trailer};
+
+    #[test]
+    fn levels() {
+        let range = level_range();
+        // (level, accepted)
+        let cases = [
+            (i32::MIN, false),
+            (range.start() - 1, false),
+            (*range.start(), true),
+            (-1, true),
+            (0, true),
+            (1, true),
+            (DEFAULT_LEVEL, true),
+            (19, true),
+            (22, true),
+            (23, false),
+            (i32::MAX, false),
+        ];
+        assert_eq!(*range.end(), 22);
+        for (level, accepted) in cases {
+            let one_shot = encode(b"some data", level);
+            let streaming = Encoder::new(Vec::new(), level, None);
+            assert_eq!(one_shot.is_ok(), accepted, "encode at level {level}");
+            assert_eq!(streaming.is_ok(), accepted, "Encoder at level {level}");
+            if accepted {
+                assert_eq!(decode(&one_shot.unwrap(), 100).unwrap(), b"some data");
+            } else {
+                let error = one_shot.unwrap_err();
+                assert!(matches!(error, Error::InvalidLevel { level: l } if l == level));
+                assert!(!error.is_corruption());
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_expected_summary() {
+        let data = b"the quick brown fox";
+        let right = Summary::of(data);
+        // (name, expected summary, bytes written)
+        let cases: [(&str, Summary, &[u8]); 4] = [
+            ("short", right, &data[..5]),
+            ("long", right, b"the quick brown fox jumps"),
+            ("same length, other bytes", right, b"the quick brown cat"),
+            ("wrong crc", Summary { crc32: 1, ..right }, data),
+        ];
+        for (name, expected, written) in cases {
+            let mut encoder = Encoder::new(Vec::new(), 3, Some(expected)).unwrap();
+            encoder.write_all(written).unwrap();
+            match encoder.finish() {
+                Err(Error::SummaryMismatch {
+                    expected: e,
+                    actual,
+                }) => {
+                    assert_eq!(e, expected, "{name}");
+                    assert_eq!(actual, Summary::of(written), "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_matches_one_shot_summary() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for expected in [None, Some(Summary::of(&data))] {
+            let mut encoder = Encoder::new(Vec::new(), 3, expected).unwrap();
+            for chunk in data.chunks(7777) {
+                encoder.write_all(chunk).unwrap();
+            }
+            assert_eq!(encoder.summary(), Summary::of(&data));
+            let (object, summary) = encoder.finish().unwrap();
+            assert_eq!(summary, Summary::of(&data));
+            assert_eq!(parse_trailer(&object).unwrap(), summary);
+            assert_eq!(
+                crate::Header::parse(&object).unwrap().summary,
+                expected,
+                "header summary"
+            );
+            assert_eq!(decode(&object, summary.len).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn writer_errors_surface_as_io() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let error = Encoder::new(Broken, 3, None).unwrap_err();
+        assert!(matches!(&error, Error::Io(e) if e.kind() == io::ErrorKind::StorageFull));
+        assert!(!error.is_corruption());
+    }
+
+    #[test]
+    fn encoder_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Encoder<Vec<u8>>>();
+    }
+}

@@ -1,0 +1,188 @@
+//! The engine's error type and its classification.
+
+use std::io;
+use std::path::PathBuf;
+
+use walferry_manifest::IdentityMismatch;
+
+/// `Result` with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The class of a failure: what the caller (and, through the exit code, PostgreSQL or the
+/// operator) should make of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input is not what it must be: a path that is not a WAL file, a malformed file.
+    BadInput,
+    /// The configuration is unusable.
+    Config,
+    /// The archive already holds different content under the same name.
+    Conflict,
+    /// The WAL or the repository belongs to another cluster (system identifier, PostgreSQL
+    /// version or segment size).
+    WrongCluster,
+    /// The storage failed: unreachable after retries, permission denied, bucket missing, full.
+    Storage,
+    /// An object in the archive is corrupt or truncated, or the repository has no descriptor.
+    Corrupt,
+    /// A local file could not be read or written.
+    LocalIo,
+    /// The operation was cancelled.
+    Cancelled,
+}
+
+/// What went wrong in an engine operation. Messages are one line and name the object.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The path handed to push does not name a WAL file.
+    #[error(
+        "'{path}' is not a WAL file PostgreSQL archives: {reason}; HINT: archive_command must pass %p"
+    )]
+    NotAWalPath {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// A WAL file's content is not valid.
+    #[error("WAL file '{name}' is not valid: {reason}")]
+    InvalidWal {
+        /// The file name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Reading or writing a local file failed.
+    #[error("cannot {action} '{path}': {source}")]
+    LocalIo {
+        /// What was being done ("read", "write", ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+
+    /// The repository has no descriptor and none can be made from this file alone.
+    #[error(
+        "repository {repo} has no descriptor and '{name}' does not identify its cluster; HINT: archive a WAL segment first, or check that --repo points at the right repository"
+    )]
+    NoIdentity {
+        /// The repository URL.
+        repo: String,
+        /// The file being pushed.
+        name: String,
+    },
+
+    /// A fetch from a repository that has no descriptor: nothing was ever archived there.
+    #[error(
+        "repository {repo} has no descriptor (walferry.json), so it holds no archive; HINT: check that --repo or WALFERRY_REPO points at the repository the cluster archives to"
+    )]
+    NoDescriptor {
+        /// The repository URL.
+        repo: String,
+    },
+
+    /// The repository's descriptor is unreadable.
+    #[error("repository {repo}: {source}")]
+    BadDescriptor {
+        /// The repository URL.
+        repo: String,
+        /// Why.
+        source: walferry_manifest::DescriptorError,
+    },
+
+    /// WAL of another cluster.
+    #[error(
+        "WAL file '{name}' belongs to another cluster than repository {repo}: {mismatch}; HINT: each cluster needs its own repository (or prefix)"
+    )]
+    WrongCluster {
+        /// The file.
+        name: String,
+        /// The repository URL.
+        repo: String,
+        /// How it differs.
+        mismatch: IdentityMismatch,
+    },
+
+    /// A fetched segment does not match what the repository says it should be.
+    #[error("archived WAL file '{name}' does not match repository {repo}: {reason}")]
+    ForeignSegment {
+        /// The file.
+        name: String,
+        /// The repository URL.
+        repo: String,
+        /// How it differs.
+        reason: String,
+    },
+
+    /// The archive holds different content under this name; nothing was replaced.
+    #[error(
+        "WAL file '{name}' already exists in the archive with different content; HINT: the archive is never overwritten: check whether two clusters archive to {repo}, then move the object away by hand if the local file is the right one"
+    )]
+    Conflict {
+        /// The file.
+        name: String,
+        /// The repository URL.
+        repo: String,
+    },
+
+    /// An archived object failed verification.
+    #[error(
+        "archived object '{key}' is corrupt: {source}; HINT: run verification and restore the object from another copy if one exists"
+    )]
+    Corrupt {
+        /// The object's key.
+        key: String,
+        /// What the decoder found.
+        source: walferry_codec::Error,
+    },
+
+    /// The store failed.
+    #[error("{action} '{key}' in {repo}: {source}")]
+    Store {
+        /// What was being done ("upload", "download", ...).
+        action: &'static str,
+        /// The object's key.
+        key: String,
+        /// The repository URL.
+        repo: String,
+        /// The store's error.
+        source: Box<walferry_store::Error>,
+    },
+
+    /// Compressing failed; a bug or an invalid compression level.
+    #[error("cannot compress '{name}': {source}")]
+    Encode {
+        /// The file.
+        name: String,
+        /// The codec's error.
+        source: walferry_codec::Error,
+    },
+}
+
+impl Error {
+    /// The class of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotAWalPath { .. } | Error::InvalidWal { .. } => ErrorKind::BadInput,
+            Error::LocalIo { .. } => ErrorKind::LocalIo,
+            Error::NoIdentity { .. } => ErrorKind::Config,
+            Error::NoDescriptor { .. } | Error::BadDescriptor { .. } | Error::Corrupt { .. } => {
+                ErrorKind::Corrupt
+            }
+            Error::WrongCluster { .. } | Error::ForeignSegment { .. } => ErrorKind::WrongCluster,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Store { source, .. } if source.is_cancelled() => ErrorKind::Cancelled,
+            Error::Store { source, .. } => match source.as_ref() {
+                walferry_store::Error::InvalidConfig { .. } => ErrorKind::Config,
+                _ => ErrorKind::Storage,
+            },
+            Error::Encode { .. } => ErrorKind::BadInput,
+        }
+    }
+}

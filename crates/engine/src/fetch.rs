@@ -1,0 +1,99 @@
+//! `fetch`: restore one WAL file. PostgreSQL's `restore_command`.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use tracing::debug;
+use walferry_codec as codec;
+use walferry_manifest::{io as repo_io, layout};
+use walferry_store::{ArchiveStore, CancellationToken, Store};
+use walferry_wal::{ExpectedSegment, SegmentHeader, WalFileName};
+
+use crate::error::{Error, Result};
+use crate::push::manifest_error;
+use crate::{MAX_OBJECT_BYTES, blocking, local, store_error};
+
+/// What a fetch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// The complete, verified file is at the destination.
+    Restored {
+        /// Its size.
+        bytes: u64,
+    },
+    /// The archive does not hold this file.
+    NotFound,
+}
+
+/// Fetches WAL file `name` into `dest`.
+///
+/// The file is downloaded, decoded and verified (frame checksum; for segments also the size and
+/// the first page header against the repository descriptor) in memory, then written to a
+/// temporary file beside `dest` and renamed over it: `dest` never holds a partial or
+/// unverified file. `NotFound` is answered only when the repository is intact and simply does
+/// not have the file; a repository without a descriptor is an error, so that a mistyped
+/// repository cannot end a recovery early.
+pub async fn fetch(
+    store: &Store,
+    name: &WalFileName,
+    dest: &Path,
+    cancel: &CancellationToken,
+) -> Result<FetchOutcome> {
+    let repo = store.location().to_owned();
+    let key = layout::wal_key(name);
+    let (descriptor, object) = tokio::join!(
+        repo_io::load_descriptor(store, cancel),
+        store.get(&key, None, cancel)
+    );
+    let descriptor = descriptor
+        .map_err(|e| manifest_error(e, &repo))?
+        .ok_or_else(|| Error::NoDescriptor { repo: repo.clone() })?;
+    let object = match object {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() => {
+            debug!(file = %name, "not in the archive");
+            return Ok(FetchOutcome::NotFound);
+        }
+        Err(source) => return Err(store_error("download", &key, store, source)),
+    };
+
+    let limit = match name {
+        WalFileName::Segment(_) | WalFileName::Partial(_) => descriptor.wal_segment_size.bytes(),
+        _ => MAX_OBJECT_BYTES,
+    };
+    let k = key.to_string();
+    let body: Bytes = object.body;
+    let data = blocking(move || {
+        codec::decode(&body, limit).map_err(|source| Error::Corrupt { key: k, source })
+    })
+    .await?;
+
+    if let WalFileName::Segment(seg) | WalFileName::Partial(seg) = name {
+        let foreign = |reason: String| Error::ForeignSegment {
+            name: name.to_string(),
+            repo: repo.clone(),
+            reason,
+        };
+        if data.len() as u64 != descriptor.wal_segment_size.bytes() {
+            return Err(foreign(format!(
+                "it is {} bytes, the repository's segments are {} bytes",
+                data.len(),
+                descriptor.wal_segment_size.bytes()
+            )));
+        }
+        let header = SegmentHeader::parse(&data).map_err(|e| foreign(e.to_string()))?;
+        header
+            .check(&ExpectedSegment {
+                name: *seg,
+                system_identifier: Some(descriptor.system_identifier),
+                segment_size: Some(descriptor.wal_segment_size),
+                pg_version: Some(descriptor.pg_version),
+            })
+            .map_err(|e| foreign(e.to_string()))?;
+    }
+
+    let bytes = data.len() as u64;
+    let dest = dest.to_owned();
+    blocking(move || local::write_atomically(&dest, &data)).await?;
+    Ok(FetchOutcome::Restored { bytes })
+}

@@ -1,0 +1,59 @@
+//! walferry's operations.
+//!
+//! - [`push()`]: archive one WAL file (PostgreSQL's `archive_command`).
+//! - [`fetch()`]: restore one WAL file (PostgreSQL's `restore_command`).
+//!
+//! Operations take a [`Store`] and a [`CancellationToken`], return typed [`Error`]s whose
+//! [`ErrorKind`] the binaries turn into exit codes, and keep CPU-heavy work (compression,
+//! checksums) off the async threads.
+//!
+//! [`CancellationToken`]: walferry_store::CancellationToken
+
+#![deny(missing_docs)]
+
+mod error;
+mod fetch;
+mod local;
+mod push;
+
+use walferry_store::{ObjectKey, Store};
+
+pub use error::{Error, ErrorKind, Result};
+pub use fetch::{FetchOutcome, fetch};
+pub use push::{DEFAULT_COMPRESSION_LEVEL, PushOptions, PushOutcome, push};
+
+/// The largest object the engine decodes: the largest WAL segment PostgreSQL allows.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// Runs CPU-heavy or blocking work on tokio's blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(Error::Store {
+            action: "finish",
+            key: String::new(),
+            repo: String::new(),
+            source: Box::new(walferry_store::Error::Cancelled),
+        }),
+    }
+}
+
+pub(crate) fn store_error(
+    action: &'static str,
+    key: &ObjectKey,
+    store: &Store,
+    source: walferry_store::Error,
+) -> Error {
+    Error::Store {
+        action,
+        key: key.to_string(),
+        repo: store.location().to_owned(),
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,221 @@
+//! The one retry loop: exponential backoff with jitter, a per-attempt timeout and a total
+//! budget, retrying only what [`Error::is_retryable`] accepts.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// How a store retries and times out its requests.
+///
+/// Every attempt runs under `request_timeout`. A retryable failure waits a backoff that starts at
+/// `initial_backoff`, doubles up to `max_backoff`, and is jittered down by up to half, then tries
+/// again, until `max_attempts` attempts were made or the next wait would end past `budget` from
+/// the first attempt. Then the last error is returned inside [`Error::GaveUp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: NonZeroU32,
+    /// The first backoff.
+    pub initial_backoff: Duration,
+    /// The largest backoff.
+    pub max_backoff: Duration,
+    /// Total time allowed for all attempts and waits.
+    pub budget: Duration,
+    /// Time allowed for one attempt.
+    pub request_timeout: Duration,
+}
+
+impl RetryConfig {
+    /// For `archive_command`: PostgreSQL's archiver is blocked while we retry and it retries
+    /// the command itself, so the budget is short.
+    pub const ARCHIVE: RetryConfig = RetryConfig {
+        max_attempts: NonZeroU32::new(6).expect("6 is not zero"),
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(4),
+        budget: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(60),
+    };
+
+    /// For restores: a failure aborts recovery, so the store is given longer to come back.
+    pub const RESTORE: RetryConfig = RetryConfig {
+        max_attempts: NonZeroU32::new(10).expect("10 is not zero"),
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(8),
+        budget: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+    };
+
+    /// The backoff before attempt `attempt + 1`, before jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig::RESTORE
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails permanently, or the policy gives up.
+pub(crate) async fn retry<T, F, Fut>(
+    config: &RetryConfig,
+    op: &'static str,
+    key: &str,
+    cancel: &CancellationToken,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts = attempts.saturating_add(1);
+        let outcome = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            r = tokio::time::timeout(config.request_timeout, attempt()) => match r {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout { op, key: key.to_owned(), after: config.request_timeout }),
+            },
+        };
+        let err = match outcome {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_retryable() => err,
+            Err(err) => return Err(err),
+        };
+        let base = config.backoff(attempts);
+        let wait = base.saturating_sub(base.mul_f64(fastrand::f64() / 2.0));
+        let elapsed = start.elapsed();
+        if attempts >= config.max_attempts.get() || elapsed + wait > config.budget {
+            return Err(Error::GaveUp {
+                op,
+                key: key.to_owned(),
+                attempts,
+                elapsed,
+                last: Box::new(err),
+            });
+        }
+        tracing::warn!(op, key, attempts, error = %err, "retrying in {wait:.1?}");
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn quick() -> RetryConfig {
+        RetryConfig {
+            max_attempts: NonZeroU32::new(4).unwrap(),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+            budget: Duration::from_secs(5),
+            request_timeout: Duration::from_millis(200),
+        }
+    }
+
+    fn transient() -> Error {
+        Error::Transient {
+            op: "get",
+            key: "k".into(),
+            message: "reset".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = RetryConfig::ARCHIVE;
+        assert_eq!(c.backoff(1), Duration::from_millis(100));
+        assert_eq!(c.backoff(2), Duration::from_millis(200));
+        assert_eq!(c.backoff(3), Duration::from_millis(400));
+        assert_eq!(c.backoff(10), Duration::from_secs(4));
+        assert_eq!(c.backoff(100), Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn retries_transient_then_succeeds() {
+        let calls = AtomicU32::new(0);
+        let got = retry(&quick(), "get", "k", &CancellationToken::new(), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(transient())
+            } else {
+                Ok(7)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_attempts() {
+        let calls = AtomicU32::new(0);
+        let err = retry(&quick(), "get", "k", &CancellationToken::new(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(transient())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::GaveUp { attempts: 4, .. }), "{err:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let err = retry(&quick(), "get", "k", &CancellationToken::new(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(Error::NotFound { key: "k".into() })
+        })
+        .await
+        .unwrap_err();
+        assert!(err.is_not_found());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn slow_attempts_time_out_and_count() {
+        let err = retry(&quick(), "get", "k", &CancellationToken::new(), || async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        match err {
+            Error::GaveUp { last, attempts, .. } => {
+                assert_eq!(attempts, 4);
+                assert!(matches!(*last, Error::Timeout { .. }));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_at_once() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let err = retry(&quick(), "get", "k", &cancel, || async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert!(err.is_cancelled());
+    }
+}

@@ -1,0 +1,354 @@
+//! An S3 bucket and prefix, through `aws-sdk-s3`. SDK types stay in this module.
+//!
+//! - Create-only puts send `If-None-Match: *`; a `412 Precondition Failed` becomes
+//!   [`Error::AlreadyExists`]. A `409 ConditionalRequestConflict` (a racing writer) is retryable.
+//! - The SDK's own retries are off: [`Store`](crate::Store) retries, once, for every backend.
+//! - Uploads carry a CRC32 checksum the server verifies; the payload itself is not signed
+//!   (signing costs a SHA-256 pass over every byte), which is safe because the checksum covers
+//!   the body and the connection is TLS for real S3.
+//! - Plain `http://` endpoints are accepted only on loopback unless explicitly allowed.
+
+use std::ops::Range;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{S3Options, StoreConfig};
+use crate::error::{Error, Result};
+use crate::{ArchiveStore, GetResult, ObjectKey, ObjectMeta, PutMode};
+
+/// A store in an S3 bucket under a key prefix.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty, or the prefix followed by `/`.
+    prefix: String,
+}
+
+impl S3Store {
+    /// Builds a client for `bucket` and `prefix` (without leading or trailing `/`). No request
+    /// is sent.
+    pub async fn new(bucket: &str, prefix: &str, config: &StoreConfig) -> Result<S3Store> {
+        let options = &config.s3;
+        if let Some(endpoint) = &options.endpoint {
+            check_endpoint(endpoint, options)?;
+        }
+        let region = options
+            .region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        match (&options.access_key_id, &options.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    id,
+                    secret,
+                    options.session_token.clone(),
+                    None,
+                    "walferry",
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::InvalidConfig {
+                    message: "an S3 access key id was given without its secret, or the other way round; HINT: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".into(),
+                });
+            }
+        }
+        let sdk = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .build(),
+            );
+        let custom_endpoint = options.endpoint.is_some() || sdk.endpoint_url().is_some();
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        if let Some(endpoint) = sdk.endpoint_url() {
+            check_endpoint(endpoint, options)?;
+        }
+        builder = builder.force_path_style(options.path_style.unwrap_or(custom_endpoint));
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: bucket.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+
+    fn full_key(&self, key: &ObjectKey) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn map_err<E>(&self, op: &'static str, key: &str, err: SdkError<E>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let key = key.to_owned();
+        match &err {
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                let code = service.err().code().unwrap_or("");
+                let message = match service.err().message() {
+                    Some(m) => format!("{code} ({status}): {m}"),
+                    None if code.is_empty() => format!("HTTP {status}"),
+                    None => format!("{code} ({status})"),
+                };
+                match (status, code) {
+                    (_, "NoSuchBucket") => Error::NoSuchBucket {
+                        bucket: self.bucket.clone(),
+                    },
+                    (_, "NoSuchKey") | (404, _) => Error::NotFound { key },
+                    (412, _) | (_, "PreconditionFailed") => Error::AlreadyExists { key },
+                    (401 | 403, _) => Error::PermissionDenied {
+                        key: format!("s3://{}/{key}", self.bucket),
+                        message,
+                    },
+                    (408 | 409 | 429 | 500..=599, _)
+                    | (_, "SlowDown" | "RequestTimeout" | "Throttling" | "InternalError") => {
+                        Error::Transient { op, key, message }
+                    }
+                    _ => Error::Permanent { op, key, message },
+                }
+            }
+            SdkError::ConstructionFailure(_) => Error::Permanent {
+                op,
+                key,
+                message: DisplayErrorContext(&err).to_string(),
+            },
+            _ => Error::Transient {
+                op,
+                key,
+                message: DisplayErrorContext(&err).to_string(),
+            },
+        }
+    }
+}
+
+/// Plain HTTP sends credentials' signatures and data in the clear: only on loopback, or when
+/// the operator says so.
+fn check_endpoint(endpoint: &str, options: &S3Options) -> Result<()> {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        if endpoint.starts_with("https://") {
+            return Ok(());
+        }
+        return Err(Error::InvalidConfig {
+            message: format!("S3 endpoint '{endpoint}' must start with https:// or http://"),
+        });
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || options.allow_http {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            message: format!(
+                "S3 endpoint '{endpoint}' is plain http on a non-loopback host; HINT: use https, or pass --s3-allow-http if the network is trusted"
+            ),
+        })
+    }
+}
+
+impl ArchiveStore for S3Store {
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Bytes,
+        mode: PutMode,
+        _cancel: &CancellationToken,
+    ) -> Result<()> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(i64::try_from(body.len()).unwrap_or(i64::MAX))
+            .body(ByteStream::from(body));
+        if mode == PutMode::Create {
+            request = request.if_none_match("*");
+        }
+        request
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| self.map_err("put", key.as_str(), e))?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+        _cancel: &CancellationToken,
+    ) -> Result<GetResult> {
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key));
+        if let Some(r) = &range {
+            if r.start > r.end {
+                return Err(Error::Permanent {
+                    op: "get",
+                    key: key.to_string(),
+                    message: format!("range {}..{} is reversed", r.start, r.end),
+                });
+            }
+            if r.start == r.end {
+                // HTTP cannot express an empty range; ask for the size only.
+                let meta = self.head(key, _cancel).await?;
+                return Ok(GetResult {
+                    body: Bytes::new(),
+                    object_size: meta.size,
+                });
+            }
+            request = request.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| self.map_err("get", key.as_str(), e))?;
+        let total_from_range = out
+            .content_range()
+            .and_then(|cr| cr.rsplit('/').next())
+            .and_then(|total| total.parse::<u64>().ok());
+        let content_length = out.content_length().and_then(|n| u64::try_from(n).ok());
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Transient {
+                op: "get",
+                key: key.to_string(),
+                message: format!("reading the response body: {e}"),
+            })?
+            .into_bytes();
+        if let Some(expected) = content_length
+            && expected != body.len() as u64
+        {
+            return Err(Error::Transient {
+                op: "get",
+                key: key.to_string(),
+                message: format!(
+                    "response body ended after {} of {expected} bytes",
+                    body.len()
+                ),
+            });
+        }
+        let object_size = total_from_range.unwrap_or(body.len() as u64);
+        Ok(GetResult { body, object_size })
+    }
+
+    async fn head(&self, key: &ObjectKey, _cancel: &CancellationToken) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.map_err("head", key.as_str(), e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: out
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+        })
+    }
+
+    async fn list(&self, prefix: &str, _cancel: &CancellationToken) -> Result<Vec<ObjectMeta>> {
+        let full_prefix = format!("{}{}", self.prefix, prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err("list", prefix, e))?;
+            for object in page.contents() {
+                let Some(full) = object.key() else { continue };
+                let Some(rel) = full.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                // Objects that are not valid keys were not written by us.
+                let Ok(key) = ObjectKey::new(rel) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key,
+                    size: object
+                        .size()
+                        .and_then(|n| u64::try_from(n).ok())
+                        .unwrap_or(0),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &ObjectKey, _cancel: &CancellationToken) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.map_err("delete", key.as_str(), e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_only_on_loopback_unless_allowed() {
+        let strict = S3Options::default();
+        let lax = S3Options {
+            allow_http: true,
+            ..S3Options::default()
+        };
+        for ok in [
+            "https://s3.example.com",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000/",
+            "http://[::1]:9000",
+        ] {
+            assert!(check_endpoint(ok, &strict).is_ok(), "{ok}");
+        }
+        for bad in ["http://10.0.0.1:9000", "http://minio.internal", "ftp://x"] {
+            assert!(check_endpoint(bad, &strict).is_err(), "{bad}");
+        }
+        assert!(check_endpoint("http://minio.internal", &lax).is_ok());
+    }
+}

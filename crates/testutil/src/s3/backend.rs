@@ -1,0 +1,1014 @@
+//! The S3 operations: `s3s_fs::FileSystem` plus fixes 2–4 of the module docs.
+//!
+//! [`Backend`] delegates every operation `s3s-fs` implements and overrides
+//! five of them:
+//!
+//! - `get_object`: the body is read from the file in 256 KiB `pread`s with
+//!   one read ahead, instead of s3s-fs's 4 KiB `ReaderStream`;
+//! - `put_object`: serialised per key, and the body digests are verified
+//!   while the body streams into s3s-fs's temporary file, so that a bad
+//!   digest aborts the write before the rename;
+//! - `complete_multipart_upload`: serialised per key, and stale checksums
+//!   of an earlier object under the key are dropped;
+//! - `copy_object`: serialised per destination key;
+//! - `upload_part`: the same digest verification as `put_object`.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures::Stream;
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Md5};
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, Checksum, ChecksumAlgorithm,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput,
+    CreateBucketInput, CreateBucketOutput, CreateMultipartUploadInput, CreateMultipartUploadOutput,
+    DeleteBucketInput, DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput,
+    DeleteObjectsInput, DeleteObjectsOutput, GetBucketLocationInput, GetBucketLocationOutput,
+    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput,
+    HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput,
+    ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput,
+    PutObjectOutput, Range as ByteRange, StreamingBlob, UploadPartCopyInput, UploadPartCopyOutput,
+    UploadPartInput, UploadPartOutput,
+};
+use s3s::stream::{ByteStream, RemainingLength};
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, StdError, TrailingHeaders, s3_error};
+use tokio::sync::OwnedMutexGuard;
+use tokio::task::JoinHandle;
+
+/// Size of one read of a GET body from the object file.
+const GET_CHUNK_SIZE: usize = 256 * 1024;
+
+/// Number of GET body reads kept in flight ahead of the socket.
+const GET_READ_AHEAD: usize = 2;
+
+/// Names this module's temporary files apart from each other and from
+/// s3s-fs's (which are numbered from 0 per `FileSystem`).
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// `s3s_fs::FileSystem` with per-key write serialisation, verify-before-rename
+/// uploads and large-read GET bodies.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    fs: s3s_fs::FileSystem,
+    /// The same absolute, canonical root that `fs` resolves keys under.
+    root: PathBuf,
+    locks: KeyLocks,
+}
+
+impl Backend {
+    /// Serves the S3 data under `root`, which must exist.
+    pub(crate) fn new(root: &Path) -> io::Result<Self> {
+        let root = root.canonicalize()?;
+        let fs = s3s_fs::FileSystem::new(&root)
+            .map_err(|e| io::Error::other(format!("open s3s-fs root {}: {e:?}", root.display())))?;
+        Ok(Self {
+            fs,
+            root,
+            locks: KeyLocks::default(),
+        })
+    }
+
+    /// The file s3s-fs stores `bucket`/`key` in, when the key maps to a plain
+    /// relative path (`<root>/<bucket>/<key>`).
+    ///
+    /// Returns `None` for keys that s3s-fs resolves in other ways (a leading
+    /// `/`, `..`); callers then fall back to s3s-fs's own behaviour.
+    fn object_path(&self, bucket: &str, key: &str) -> Option<PathBuf> {
+        let mut path = self.root.clone();
+        for component in Path::new(bucket).join(key).components() {
+            match component {
+                Component::Normal(part) => path.push(part),
+                Component::CurDir
+                | Component::ParentDir
+                | Component::RootDir
+                | Component::Prefix(_) => {
+                    return None;
+                }
+            }
+        }
+        Some(path)
+    }
+
+    /// Whether `path` exists; `true` when that cannot be determined.
+    async fn exists(path: Option<&Path>) -> bool {
+        match path {
+            Some(path) => tokio::fs::try_exists(path).await.unwrap_or(true),
+            None => true,
+        }
+    }
+
+    /// Drops the `checksum_*` entries from s3s-fs's internal info of
+    /// `bucket`/`key` after a CompleteMultipartUpload.
+    ///
+    /// s3s-fs 0.14.1 completes an upload by updating the ETag in whatever
+    /// internal info the key had, so the checksums of an earlier object under
+    /// that key (even a deleted one) survive, and aws-sdk-s3 then fails every
+    /// GET of the new object with `ChecksumMismatch`. S3 reports no
+    /// full-object checksum for a multipart object either.
+    ///
+    /// The file is `<root>/.bucket-<b64url(bucket)>.object-<b64url(key)>.internal.json`,
+    /// a JSON object; s3s-fs writes it only in PUT, CompleteMultipartUpload and
+    /// CopyObject, which the caller's key lock excludes.
+    async fn forget_stale_checksums(&self, bucket: &str, key: &str) -> io::Result<()> {
+        let encode = |s: &str| base64_simd::URL_SAFE_NO_PAD.encode_to_string(s);
+        let name = format!(
+            ".bucket-{}.object-{}.internal.json",
+            encode(bucket),
+            encode(key)
+        );
+        let path = self.root.join(name);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut info: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)?;
+        let before = info.len();
+        info.retain(|name, _| !name.starts_with("checksum_"));
+        if info.len() == before {
+            return Ok(());
+        }
+        // s3s-fs removes `.tmp.*.internal.part` files left by a crash at start.
+        let tmp = self.root.join(format!(
+            ".tmp.walferry-{}.internal.part",
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        tokio::fs::write(&tmp, serde_json::to_vec(&info)?).await?;
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes the regular file at `path`, if any: the remains of a failed
+    /// write to a key that did not exist before it.
+    async fn remove_leftover(path: &Path) {
+        let is_file = tokio::fs::symlink_metadata(path)
+            .await
+            .is_ok_and(|m| m.is_file());
+        if !is_file {
+            return;
+        }
+        match tokio::fs::remove_file(path).await {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), "removed object left behind by a failed put");
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot remove object left behind by a failed put");
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Backend {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.fs.delete_bucket(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.fs.list_buckets(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.fs.get_bucket_location(req).await
+    }
+
+    /// Fix 3 (create-only puts are atomic) and fix 4 (a bad digest leaves
+    /// nothing behind).
+    async fn put_object(
+        &self,
+        mut req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        let path = self.object_path(&req.input.bucket, &req.input.key);
+        let existed = Self::exists(path.as_deref()).await;
+
+        let outcome = DigestOutcome::default();
+        if let Some(body) = req.input.body.take() {
+            let input = &req.input;
+            let check = DigestCheck::new(
+                input.content_md5.as_deref(),
+                input.checksum_algorithm.as_ref(),
+                &declared_checksums(
+                    &input.checksum_crc32,
+                    &input.checksum_crc32c,
+                    &input.checksum_sha1,
+                    &input.checksum_sha256,
+                    &input.checksum_crc64nvme,
+                ),
+                &req.headers,
+                req.trailing_headers.clone(),
+            )?;
+            req.input.body = Some(StreamingBlob::new(Verified::new(
+                body,
+                check,
+                outcome.clone(),
+            )));
+        }
+
+        match self.fs.put_object(req).await {
+            Ok(resp) => Ok(resp),
+            Err(err) => {
+                if !existed && let Some(path) = &path {
+                    Self::remove_leftover(path).await;
+                }
+                Err(outcome.take().unwrap_or(err))
+            }
+        }
+    }
+
+    /// Fix 2: the body is streamed in large reads.
+    async fn get_object(
+        &self,
+        mut req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let Some(path) = self.object_path(&req.input.bucket, &req.input.key) else {
+            return self.fs.get_object(req).await;
+        };
+
+        // Open the file before s3s-fs does and check afterwards that the key
+        // still names the same inode. s3s-fs only ever replaces an object by
+        // renaming a new file over it, so an unchanged inode means s3s-fs
+        // served headers (length, ETag, checksums) for the file we hold.
+        let pinned = PinnedFile::open(path.clone()).await;
+
+        // s3s-fs seeks `length` bytes back from the end for `bytes=-length`,
+        // which fails (500) when the object is shorter; S3 serves it whole.
+        if let (Some(pinned), Some(ByteRange::Suffix { length })) = (&pinned, req.input.range)
+            && length > pinned.len
+        {
+            req.input.range = Some(ByteRange::Int {
+                first: 0,
+                last: None,
+            });
+        }
+        let range = req.input.range;
+
+        let mut resp = self.fs.get_object(req).await?;
+        let Some(pinned) = pinned else {
+            return Ok(resp);
+        };
+        if !pinned.still_at(path).await {
+            return Ok(resp);
+        }
+        let file_range = match range {
+            None => 0..pinned.len,
+            Some(range) => range.check(pinned.len)?,
+        };
+        let expected_len = i64::try_from(file_range.end - file_range.start).ok();
+        if resp.output.content_length != expected_len {
+            return Ok(resp);
+        }
+        resp.output.body = Some(StreamingBlob::new(FileChunks::new(pinned.file, file_range)));
+        Ok(resp)
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
+
+    /// Serialised with puts to the destination key.
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        self.fs.copy_object(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.fs.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.fs.create_multipart_upload(req).await
+    }
+
+    /// Parts are verified like single puts; s3s-fs checks no part digest.
+    async fn upload_part(
+        &self,
+        mut req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let outcome = DigestOutcome::default();
+        if let Some(body) = req.input.body.take() {
+            let input = &req.input;
+            let check = DigestCheck::new(
+                input.content_md5.as_deref(),
+                input.checksum_algorithm.as_ref(),
+                &declared_checksums(
+                    &input.checksum_crc32,
+                    &input.checksum_crc32c,
+                    &input.checksum_sha1,
+                    &input.checksum_sha256,
+                    &input.checksum_crc64nvme,
+                ),
+                &req.headers,
+                req.trailing_headers.clone(),
+            )?;
+            req.input.body = Some(StreamingBlob::new(Verified::new(
+                body,
+                check,
+                outcome.clone(),
+            )));
+        }
+        self.fs
+            .upload_part(req)
+            .await
+            .map_err(|err| outcome.take().unwrap_or(err))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.fs.upload_part_copy(req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.fs.list_parts(req).await
+    }
+
+    /// Fix 3 for multipart uploads: `If-None-Match: *` is atomic.
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let resp = self.fs.complete_multipart_upload(req).await?;
+        if let Err(e) = self.forget_stale_checksums(&bucket, &key).await {
+            tracing::error!(%bucket, %key, error = %e, "cannot drop stale checksums of a completed multipart upload");
+        }
+        Ok(resp)
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-key locks (fix 3)
+
+/// One async mutex per `(bucket, key)` that has a writer, removed again when
+/// the last holder or waiter lets go.
+#[derive(Debug, Default)]
+struct KeyLocks {
+    map: Mutex<HashMap<LockId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+type LockId = (String, String);
+
+impl KeyLocks {
+    /// Waits until no other writer holds `bucket`/`key`.
+    async fn lock(&self, bucket: &str, key: &str) -> KeyGuard<'_> {
+        let id: LockId = (bucket.to_owned(), key.to_owned());
+        let mutex = {
+            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            match map.entry(id.clone()) {
+                Entry::Occupied(e) => Arc::clone(e.get()),
+                Entry::Vacant(e) => Arc::clone(e.insert(Arc::default())),
+            }
+        };
+        // If this future is dropped while waiting, `handle` still cleans up.
+        let handle = LockHandle {
+            locks: self,
+            id,
+            mutex,
+        };
+        let guard = Arc::clone(&handle.mutex).lock_owned().await;
+        KeyGuard {
+            _guard: guard,
+            _handle: handle,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// Holds a key's lock. Fields drop in order: unlock, then clean up.
+struct KeyGuard<'a> {
+    _guard: OwnedMutexGuard<()>,
+    _handle: LockHandle<'a>,
+}
+
+/// A reference to a key's mutex that removes the map entry when it is the
+/// last one.
+struct LockHandle<'a> {
+    locks: &'a KeyLocks,
+    id: LockId,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for LockHandle<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .locks
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // New references are only made under the map lock, so two (the map's
+        // and ours) means nobody else holds or waits for this key.
+        if Arc::strong_count(&self.mutex) == 2 {
+            map.remove(&self.id);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Digest verification before the rename (fix 4)
+
+/// The error a [`Verified`] body ended with, for the caller to return
+/// instead of the `InternalError` s3s-fs makes of a failed body stream.
+#[derive(Debug, Clone, Default)]
+struct DigestOutcome(Arc<Mutex<Option<S3Error>>>);
+
+impl DigestOutcome {
+    fn set(&self, err: S3Error) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+    }
+
+    fn take(&self) -> Option<S3Error> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// The checksum algorithms S3 defines, with their header names.
+const ALGORITHMS: [(&str, &str); 5] = [
+    (ChecksumAlgorithm::CRC32, "x-amz-checksum-crc32"),
+    (ChecksumAlgorithm::CRC32C, "x-amz-checksum-crc32c"),
+    (ChecksumAlgorithm::SHA1, "x-amz-checksum-sha1"),
+    (ChecksumAlgorithm::SHA256, "x-amz-checksum-sha256"),
+    (ChecksumAlgorithm::CRC64NVME, "x-amz-checksum-crc64nvme"),
+];
+
+/// The `x-amz-checksum-*` header values of a request, in [`ALGORITHMS`] order.
+fn declared_checksums(
+    crc32: &Option<String>,
+    crc32c: &Option<String>,
+    sha1: &Option<String>,
+    sha256: &Option<String>,
+    crc64nvme: &Option<String>,
+) -> [Option<String>; 5] {
+    [
+        crc32.clone(),
+        crc32c.clone(),
+        sha1.clone(),
+        sha256.clone(),
+        crc64nvme.clone(),
+    ]
+}
+
+/// The digests a request body must match: `Content-MD5` and the
+/// `x-amz-checksum-*` values from headers or from aws-chunked trailers.
+struct DigestCheck {
+    content_md5: Option<[u8; 16]>,
+    md5: Option<Md5>,
+    hasher: ChecksumHasher,
+    declared: [Option<String>; 5],
+    trailers: Option<TrailingHeaders>,
+}
+
+impl DigestCheck {
+    /// Prepares the check for one request body.
+    ///
+    /// Returns `InvalidDigest` when `Content-MD5` is not the base64 of 16 bytes.
+    fn new(
+        content_md5: Option<&str>,
+        algorithm: Option<&ChecksumAlgorithm>,
+        declared: &[Option<String>; 5],
+        headers: &http::HeaderMap,
+        trailers: Option<TrailingHeaders>,
+    ) -> S3Result<Self> {
+        let content_md5 = content_md5
+            .map(|value| {
+                base64_simd::STANDARD
+                    .decode_to_vec(value)
+                    .ok()
+                    .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                    .ok_or_else(|| {
+                        s3_error!(InvalidDigest, "the Content-MD5 you specified was invalid")
+                    })
+            })
+            .transpose()?;
+
+        let announced: Vec<String> = headers
+            .get_all("x-amz-trailer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
+        let mut hasher = ChecksumHasher::default();
+        for (i, (name, header)) in ALGORITHMS.iter().enumerate() {
+            let wanted = declared[i].is_some()
+                || algorithm.is_some_and(|a| a.as_str().eq_ignore_ascii_case(name))
+                || announced.iter().any(|a| a == header);
+            if !wanted {
+                continue;
+            }
+            match i {
+                0 => hasher.crc32 = Some(Default::default()),
+                1 => hasher.crc32c = Some(Default::default()),
+                2 => hasher.sha1 = Some(Default::default()),
+                3 => hasher.sha256 = Some(Default::default()),
+                _ => hasher.crc64nvme = Some(Default::default()),
+            }
+        }
+
+        Ok(Self {
+            md5: content_md5.map(|_| Md5::new()),
+            content_md5,
+            hasher,
+            declared: declared.clone(),
+            trailers,
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        if let Some(md5) = &mut self.md5 {
+            md5.update(data);
+        }
+        self.hasher.update(data);
+    }
+
+    /// Compares what the body hashed to with what the client declared.
+    ///
+    /// A digest with no expected value (an algorithm announced but never
+    /// sent) is left for s3s-fs to judge.
+    fn finish(self) -> S3Result<()> {
+        if let (Some(expected), Some(md5)) = (self.content_md5, self.md5)
+            && md5.finalize() != expected
+        {
+            return Err(s3_error!(
+                BadDigest,
+                "the Content-MD5 you specified did not match what we received"
+            ));
+        }
+        let Checksum {
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_sha1,
+            checksum_sha256,
+            checksum_crc64nvme,
+            ..
+        } = self.hasher.finalize();
+        let computed = [
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_sha1,
+            checksum_sha256,
+            checksum_crc64nvme,
+        ];
+        for (i, computed) in computed.into_iter().enumerate() {
+            let Some(computed) = computed else { continue };
+            let (name, header) = ALGORITHMS[i];
+            let expected = self.declared[i].clone().or_else(|| {
+                self.trailers.as_ref().and_then(|t| {
+                    t.read(|h| {
+                        h.get(header)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    })
+                    .flatten()
+                })
+            });
+            if let Some(expected) = expected
+                && expected != computed
+            {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the {name} you specified did not match the calculated checksum"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A request body that fails at its end when a [`DigestCheck`] fails, so that
+/// s3s-fs drops its temporary file instead of renaming it into place.
+struct Verified {
+    inner: StreamingBlob,
+    check: Option<DigestCheck>,
+    outcome: DigestOutcome,
+}
+
+impl Verified {
+    fn new(inner: StreamingBlob, check: DigestCheck, outcome: DigestOutcome) -> Self {
+        Self {
+            inner,
+            check: Some(check),
+            outcome,
+        }
+    }
+}
+
+impl Stream for Verified {
+    type Item = Result<Bytes, StdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            Some(Ok(bytes)) => {
+                if let Some(check) = &mut this.check {
+                    check.update(&bytes);
+                }
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Some(Err(e)) => {
+                this.check = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => match this.check.take().map(DigestCheck::finish) {
+                None | Some(Ok(())) => Poll::Ready(None),
+                Some(Err(err)) => {
+                    let message = err.message().unwrap_or("bad digest").to_owned();
+                    this.outcome.set(err);
+                    Poll::Ready(Some(Err(Box::new(io::Error::other(message)))))
+                }
+            },
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl ByteStream for Verified {
+    fn remaining_length(&self) -> RemainingLength {
+        self.inner.remaining_length()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GET bodies in large reads (fix 2)
+
+/// An object file opened before s3s-fs answers a GET.
+struct PinnedFile {
+    file: std::fs::File,
+    dev: u64,
+    ino: u64,
+    len: u64,
+}
+
+impl PinnedFile {
+    /// Opens the file at `path`; `None` if that fails for any reason.
+    async fn open(path: PathBuf) -> Option<Self> {
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                return Err(io::Error::other("not a regular file"));
+            }
+            Ok(Self {
+                file,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                len: meta.len(),
+            })
+        })
+        .await
+        .ok()?
+        .ok()
+    }
+
+    /// Whether `path` still names this file.
+    async fn still_at(&self, path: PathBuf) -> bool {
+        tokio::fs::metadata(path)
+            .await
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+}
+
+/// A byte range of a file, read in [`GET_CHUNK_SIZE`] positional reads on the
+/// blocking pool with [`GET_READ_AHEAD`] reads in flight.
+struct FileChunks {
+    file: Arc<std::fs::File>,
+    next: u64,
+    end: u64,
+    remaining: u64,
+    in_flight: VecDeque<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FileChunks {
+    fn new(file: std::fs::File, range: Range<u64>) -> Self {
+        Self {
+            file: Arc::new(file),
+            next: range.start,
+            end: range.end,
+            remaining: range.end - range.start,
+            in_flight: VecDeque::with_capacity(GET_READ_AHEAD),
+        }
+    }
+
+    fn start_reads(&mut self) {
+        while self.in_flight.len() < GET_READ_AHEAD && self.next < self.end {
+            let offset = self.next;
+            let len = usize::try_from(self.end - offset)
+                .map_or(GET_CHUNK_SIZE, |n| n.min(GET_CHUNK_SIZE));
+            self.next += len as u64;
+            let file = Arc::clone(&self.file);
+            self.in_flight
+                .push_back(tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0; len];
+                    file.read_exact_at(&mut buf, offset)?;
+                    Ok(Bytes::from(buf))
+                }));
+        }
+    }
+
+    fn fail(&mut self, err: io::Error) -> Poll<Option<Result<Bytes, StdError>>> {
+        self.next = self.end;
+        self.remaining = 0;
+        self.in_flight.clear();
+        Poll::Ready(Some(Err(Box::new(err))))
+    }
+}
+
+impl Stream for FileChunks {
+    type Item = Result<Bytes, StdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.start_reads();
+        let Some(read) = this.in_flight.front_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = ready!(Pin::new(read).poll(cx));
+        this.in_flight.pop_front();
+        match result {
+            Ok(Ok(bytes)) => {
+                this.remaining -= bytes.len() as u64;
+                this.start_reads();
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Ok(Err(e)) => this.fail(e),
+            Err(e) => this.fail(io::Error::other(e)),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+        (n, Some(n))
+    }
+}
+
+impl ByteStream for FileChunks {
+    fn remaining_length(&self) -> RemainingLength {
+        RemainingLength::new_exact(usize::try_from(self.remaining).unwrap_or(usize::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    fn blob(parts: &[&'static [u8]]) -> StreamingBlob {
+        let items: Vec<Result<Bytes, io::Error>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        StreamingBlob::wrap(futures::stream::iter(items))
+    }
+
+    async fn drain(
+        mut stream: impl Stream<Item = Result<Bytes, StdError>> + Unpin,
+    ) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            out.extend_from_slice(&item.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+
+    fn md5_b64(data: &[u8]) -> String {
+        base64_simd::STANDARD.encode_to_string(Md5::checksum(data))
+    }
+
+    fn check(md5: Option<&str>, declared: [Option<String>; 5]) -> S3Result<DigestCheck> {
+        DigestCheck::new(md5, None, &declared, &http::HeaderMap::new(), None)
+    }
+
+    #[tokio::test]
+    async fn digest_check_table() {
+        let crc32_of_hello = {
+            let mut h = ChecksumHasher {
+                crc32: Some(Default::default()),
+                ..Default::default()
+            };
+            h.update(b"hello");
+            h.finalize().checksum_crc32
+        };
+        type Case = (&'static str, Option<String>, [Option<String>; 5], bool);
+        let cases: Vec<Case> = vec![
+            ("no digests", None, Default::default(), true),
+            (
+                "right md5",
+                Some(md5_b64(b"hello")),
+                Default::default(),
+                true,
+            ),
+            (
+                "wrong md5",
+                Some(md5_b64(b"other")),
+                Default::default(),
+                false,
+            ),
+            (
+                "right crc32",
+                None,
+                [crc32_of_hello.clone(), None, None, None, None],
+                true,
+            ),
+            (
+                "wrong crc32",
+                None,
+                [Some("AAAAAA==".into()), None, None, None, None],
+                false,
+            ),
+        ];
+        for (name, md5, declared, ok) in cases {
+            let outcome = DigestOutcome::default();
+            let stream = Verified::new(
+                blob(&[b"he", b"llo"]),
+                check(md5.as_deref(), declared).unwrap(),
+                outcome.clone(),
+            );
+            let result = drain(stream).await;
+            assert_eq!(result.is_ok(), ok, "{name}: {result:?}");
+            let err = outcome.take();
+            assert_eq!(err.is_none(), ok, "{name}");
+            if let Some(err) = err {
+                assert_eq!(err.code().as_str(), "BadDigest", "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_content_md5_is_invalid_digest() {
+        for value in ["", "not base64!", "AAAA"] {
+            let err = check(Some(value), Default::default()).err().expect(value);
+            assert_eq!(err.code().as_str(), "InvalidDigest", "{value:?}");
+        }
+    }
+
+    #[test]
+    fn object_path_accepts_only_plain_relative_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::new(dir.path()).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let cases = [
+            ("a/b/c", Some(root.join("bkt/a/b/c"))),
+            ("a//b/./c", Some(root.join("bkt/a/b/c"))),
+            ("dir/", Some(root.join("bkt/dir"))),
+            ("/abs", None),
+            ("../escape", None),
+            ("./x", Some(root.join("bkt/x"))),
+        ];
+        for (key, want) in cases {
+            assert_eq!(backend.object_path("bkt", key), want, "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn file_chunks_reads_exact_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obj");
+        let data: Vec<u8> = (0..(GET_CHUNK_SIZE * 3 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let n = data.len() as u64;
+        for range in [
+            0..n,
+            0..0,
+            5..6,
+            1..n - 1,
+            (GET_CHUNK_SIZE as u64 - 1)..(2 * GET_CHUNK_SIZE as u64 + 1),
+        ] {
+            let file = std::fs::File::open(&path).unwrap();
+            let chunks = FileChunks::new(file, range.clone());
+            assert_eq!(
+                chunks.remaining_length().exact(),
+                Some((range.end - range.start) as usize)
+            );
+            let got = drain(chunks).await.unwrap();
+            assert!(
+                got == data[range.start as usize..range.end as usize],
+                "{range:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn key_locks_serialise_and_clean_up() {
+        let locks = Arc::new(KeyLocks::default());
+        let guard = locks.lock("b", "k").await;
+        assert_eq!(locks.len(), 1);
+
+        // Another key is independent.
+        drop(locks.lock("b", "other").await);
+
+        // A second writer on the same key waits.
+        let waiter = {
+            let locks = Arc::clone(&locks);
+            tokio::spawn(async move {
+                let _g = locks.lock("b", "k").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(guard);
+        waiter.await.unwrap();
+        assert_eq!(locks.len(), 0);
+
+        // A waiter that gives up leaves nothing behind either.
+        let guard = locks.lock("b", "k").await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), locks.lock("b", "k")).await;
+        assert!(gave_up.is_err());
+        drop(guard);
+        assert_eq!(locks.len(), 0);
+    }
+}

@@ -1,0 +1,178 @@
+//! `walferry-restore fetch`: missing files, corrupt objects, unreachable storage, standby mode.
+
+use std::time::Duration;
+
+use walferry_testutil::dirs::TestDir;
+use walferry_testutil::s3::{NetworkProfile, S3Server, S3ServerConfig};
+
+use crate::util::*;
+
+fn archive_one(dir: &TestDir, repo: &Repo) -> String {
+    let primary = start_cluster(dir, "primary", &archiving(repo));
+    let segment = primary.write_segments(1).unwrap().remove(0);
+    primary.wait_archived(&segment, TIMEOUT).expect("archived");
+    segment
+}
+
+/// A directory standing in for a data directory, where fetch runs (PostgreSQL runs
+/// restore_command in the data directory).
+fn pgdata(dir: &TestDir) -> std::path::PathBuf {
+    let p = dir.create_dir("pgdata/pg_wal").unwrap();
+    walferry_testutil::pg::chown_to_cluster_user(&dir.join("pgdata")).unwrap();
+    p.parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn missing_file_is_not_found() {
+    let dir = TestDir::new("fetch-missing").unwrap();
+    let repo = Repo::local(&dir);
+    archive_one(&dir, &repo);
+    let data = pgdata(&dir);
+    for name in ["0000000100000000000000F0", "00000002.history"] {
+        let run = walferry(
+            RESTORE,
+            &["fetch", name, "pg_wal/RECOVERYXLOG"],
+            &repo.env,
+            &data,
+        );
+        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        assert!(run.stderr.is_empty(), "not found is quiet: {}", run.stderr);
+        assert!(!data.join("pg_wal/RECOVERYXLOG").exists());
+    }
+}
+
+#[test]
+fn corrupt_or_truncated_object_is_refused() {
+    let dir = TestDir::new("fetch-corrupt").unwrap();
+    let repo = Repo::local(&dir);
+    let segment = archive_one(&dir, &repo);
+    let data = pgdata(&dir);
+    let object = local_segment_object(&repo, &segment);
+    let good = std::fs::read(&object).unwrap();
+
+    let mut flipped = good.clone();
+    let at = flipped.len() / 3;
+    flipped[at] ^= 0x01;
+    let truncated = good[..good.len() - 7].to_vec();
+    for (what, bytes) in [("flipped", flipped), ("truncated", truncated)] {
+        std::fs::write(&object, &bytes).unwrap();
+        let run = walferry(
+            RESTORE,
+            &["fetch", &segment, "pg_wal/RECOVERYXLOG"],
+            &repo.env,
+            &data,
+        );
+        assert_eq!(run.code, 206, "{what}: {}", run.stderr);
+        assert!(run.stderr.contains("is corrupt"), "{what}: {}", run.stderr);
+        let left: Vec<_> = std::fs::read_dir(data.join("pg_wal")).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{what}: nothing placed at %p, no temporary left: {left:?}"
+        );
+    }
+    std::fs::write(&object, &good).unwrap();
+    let run = walferry(
+        RESTORE,
+        &["fetch", &segment, "pg_wal/RECOVERYXLOG"],
+        &repo.env,
+        &data,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn repository_without_descriptor_is_a_hard_failure() {
+    let dir = TestDir::new("fetch-nodesc").unwrap();
+    let repo = Repo::local(&dir);
+    let data = pgdata(&dir);
+    let run = walferry(
+        RESTORE,
+        &["fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"],
+        &repo.env,
+        &data,
+    );
+    assert_eq!(run.code, 206, "{}", run.stderr);
+    assert!(run.stderr.contains("has no descriptor"), "{}", run.stderr);
+}
+
+/// The S3 server goes away while a fetch is downloading: after its retries, fetch fails hard
+/// (above 125) so recovery stops; in standby mode it answers "not found" after logging.
+#[test]
+fn s3_server_stopped_during_fetch() {
+    let dir = TestDir::new("fetch-s3-down").unwrap();
+    let mut repo = Repo::s3(&dir);
+    let segment = archive_one(&dir, &repo);
+    let data = pgdata(&dir);
+
+    // Serve the same data slowly, so the server can be stopped in the middle of a download.
+    repo.s3.take().unwrap().stop();
+    let server = std::sync::Arc::new(std::sync::Mutex::new(
+        S3Server::start(S3ServerConfig {
+            root: dir.join("s3"),
+            port: 0,
+            access_key: "walferry-e2e".into(),
+            secret_key: "walferry-e2e-secret".into(),
+            region: "us-east-1".into(),
+            network: NetworkProfile {
+                first_byte_delay: Duration::from_millis(5),
+                bandwidth_bytes_per_sec: Some(64 * 1024),
+            },
+        })
+        .unwrap(),
+    ));
+    let config = dir.join("walferry.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old_endpoint = text
+        .lines()
+        .find(|l| l.starts_with("endpoint"))
+        .unwrap()
+        .to_owned();
+    let new_endpoint = format!("endpoint = \"{}\"", server.lock().unwrap().endpoint());
+    std::fs::write(&config, text.replace(&old_endpoint, &new_endpoint)).unwrap();
+    let env = repo.env_with_short_retries();
+
+    for standby in [false, true] {
+        if standby {
+            std::fs::write(data.join("standby.signal"), b"").unwrap();
+        }
+        let stopper = {
+            let server = std::sync::Arc::clone(&server);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(400));
+                server.lock().unwrap().stop();
+            })
+        };
+        let started = std::time::Instant::now();
+        let run = walferry(
+            RESTORE,
+            &["fetch", &segment, "pg_wal/RECOVERYXLOG"],
+            &env,
+            &data,
+        );
+        stopper.join().unwrap();
+        assert!(
+            started.elapsed() > Duration::from_millis(400),
+            "the fetch outlived the server"
+        );
+        assert!(
+            !data.join("pg_wal/RECOVERYXLOG").exists(),
+            "nothing placed at %p"
+        );
+        if standby {
+            assert_eq!(run.code, 1, "{}", run.stderr);
+            assert!(
+                run.stderr.contains("standby.signal is present"),
+                "{}",
+                run.stderr
+            );
+        } else {
+            assert_eq!(run.code, 205, "{}", run.stderr);
+        }
+        assert!(
+            run.stderr.contains("failed after"),
+            "retries were made: {}",
+            run.stderr
+        );
+        server.lock().unwrap().restart().unwrap();
+    }
+}
