@@ -169,7 +169,7 @@ fn s3_server_stopped_during_fetch() {
             assert_eq!(run.code, 205, "{}", run.stderr);
         }
         assert!(
-            run.stderr.contains("failed after"),
+            run.stderr.contains("gave up after"),
             "retries were made: {}",
             run.stderr
         );

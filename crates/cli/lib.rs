@@ -15,18 +15,47 @@ pub use config::RepoArgs;
 pub use exit::Exit;
 
 /// Sets up logging to stderr (which PostgreSQL captures into its log): one line per event, no
-/// colour, no timestamp (PostgreSQL's log has its own). `filter` is a tracing filter such as
-/// `info` or `walferry_engine=debug`.
-pub fn init_logging(filter: &str) {
+/// colour, no timestamp (PostgreSQL's log has its own), prefixed with the program name so the
+/// line says where it came from: `walferry-archive: WARNING: ...`. `filter` is a tracing filter
+/// such as `info` or `walferry_engine=debug`.
+pub fn init_logging(program: &'static str, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .without_time()
+        .event_format(LineFormat { program })
         .with_env_filter(filter)
         .try_init();
+}
+
+/// `<program>: <LEVEL>: <message> key=value ...`, with PostgreSQL's level words.
+struct LineFormat {
+    program: &'static str,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LineFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            tracing::Level::INFO => "LOG",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::TRACE => "TRACE",
+        };
+        write!(writer, "{}: {level}: ", self.program)?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// A single-threaded runtime: `push` and `fetch` do one thing and start fast; blocking work
@@ -39,10 +68,46 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Prints an error once, as one line, prefixed with the program name.
 pub fn report(program: &str, err: &anyhow::Error) {
-    eprintln!("{program}: error: {err:#}");
+    eprintln!("{program}: ERROR: {}", one_line(err));
+}
+
+/// An error and its causes on one line. walferry's own errors already name their cause in
+/// their message, so a cause whose text is already there is not repeated.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
 }
 
 /// Turns an exit code number into the process's exit code.
 pub fn exit_code(code: u8) -> ExitCode {
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_does_not_repeat_causes() {
+        let inner = anyhow::anyhow!("connection refused");
+        let err = inner
+            .context("get 'k' failed: connection refused")
+            .context("open repository");
+        assert_eq!(
+            one_line(&err),
+            "open repository: get 'k' failed: connection refused"
+        );
+        let multi = anyhow::anyhow!("line one\nline two");
+        assert_eq!(one_line(&multi), "line one line two");
+    }
 }

@@ -51,7 +51,7 @@ struct PushArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    walferry::init_logging(&cli.log);
+    walferry::init_logging(PROGRAM, &cli.log);
     match run(cli) {
         Ok(exit) => walferry::exit_code(exit.code()),
         Err((exit, err)) => {

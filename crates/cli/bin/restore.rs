@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
     };
-    walferry::init_logging(&cli.log);
+    walferry::init_logging(PROGRAM, &cli.log);
     match cli.command {
         Command::Fetch(args) => fetch_main(&cli.repo, args),
     }
@@ -94,8 +94,8 @@ fn fetch_main(repo: &RepoArgs, args: FetchArgs) -> ExitCode {
         Err((exit, err)) => {
             walferry::report(PROGRAM, &err);
             if standby {
-                eprintln!(
-                    "{PROGRAM}: answering 'not found' for '{}' because standby.signal is present, so the standby can fall back to streaming",
+                tracing::warn!(
+                    "answering 'not found' for '{}' because standby.signal is present, so the standby can fall back to streaming",
                     args.name
                 );
                 walferry::exit_code(Exit::NotFound.code())

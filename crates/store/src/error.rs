@@ -99,7 +99,7 @@ pub enum Error {
     },
 
     /// Retries were exhausted; `last` is the final attempt's error.
-    #[error("{op} '{key}' failed after {attempts} attempts in {elapsed:.1?}: {last}")]
+    #[error("gave up after {attempts} attempts in {elapsed:.1?}: {last}")]
     GaveUp {
         /// The operation.
         op: &'static str,
@@ -228,7 +228,7 @@ mod tests {
         assert!(!err.is_retryable());
         assert_eq!(
             err.to_string(),
-            "get 'k' failed after 3 attempts in 1.0s: get 'k' failed: connection refused"
+            "gave up after 3 attempts in 1.0s: get 'k' failed: connection refused"
         );
     }
 }

@@ -107,7 +107,7 @@ where
                 last: Box::new(err),
             });
         }
-        tracing::warn!(op, key, attempts, error = %err, "retrying in {wait:.1?}");
+        tracing::warn!("{err}; retrying in {wait:.1?} (attempt {attempts} failed)");
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(Error::Cancelled),

@@ -15,7 +15,6 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -129,15 +128,30 @@ impl S3Store {
             SdkError::ConstructionFailure(_) => Error::Permanent {
                 op,
                 key,
-                message: DisplayErrorContext(&err).to_string(),
+                message: error_chain(&err),
             },
             _ => Error::Transient {
                 op,
                 key,
-                message: DisplayErrorContext(&err).to_string(),
+                message: error_chain(&err),
             },
         }
     }
+}
+
+/// An error and its sources on one line, each link once: the SDK's errors nest several
+/// layers (dispatch failure, connector, hyper, io) whose texts would otherwise repeat.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Plain HTTP sends credentials' signatures and data in the clear: only on loopback, or when
