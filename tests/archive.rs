@@ -1,11 +1,14 @@
 //! `walferry-archive push`: duplicates, other clusters, bad input.
 
+use std::path::PathBuf;
+
 use walferry_testutil::dirs::TestDir;
+use walferry_testutil::pg::{Cluster, chown_to_cluster_user};
 
 use crate::util::*;
 
 /// Archives a few segments and returns the cluster and the names of the archived segments.
-fn archived_segments(dir: &TestDir, repo: &Repo) -> (walferry_testutil::pg::Cluster, Vec<String>) {
+fn archived_segments(dir: &TestDir, repo: &Repo) -> (Cluster, Vec<String>) {
     let primary = start_cluster(dir, "primary", &archiving(repo));
     let segments = primary.write_segments(2).expect("write segments");
     primary
@@ -15,17 +18,18 @@ fn archived_segments(dir: &TestDir, repo: &Repo) -> (walferry_testutil::pg::Clus
 }
 
 /// Fetches `name` from the repository into `dir/<sub>/<name>`.
-fn fetch_copy(dir: &TestDir, repo: &Repo, name: &str, sub: &str) -> std::path::PathBuf {
-    let target = dir.create_dir(sub).unwrap();
-    let dest = target.join(name);
-    let run = walferry(
-        RESTORE,
-        &["fetch", name, dest.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "fetch {name}: {}", run.stderr);
+fn fetch_copy(dir: &TestDir, repo: &Repo, name: &str, sub: &str) -> PathBuf {
+    let dest = dir.create_dir(sub).unwrap().join(name);
+    fetch(name, dest.to_str().unwrap(), &repo.env, dir.path()).expect(0, &[]);
     dest
+}
+
+/// Writes `content` to `dir/<sub>/<name>`, owned by the cluster user.
+fn write_file(dir: &TestDir, sub: &str, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.create_dir(sub).unwrap().join(name);
+    std::fs::write(&path, content).unwrap();
+    chown_to_cluster_user(&path).unwrap();
+    path
 }
 
 fn duplicate_pushes(repo: Repo, dir: TestDir) {
@@ -34,41 +38,28 @@ fn duplicate_pushes(repo: Repo, dir: TestDir) {
     let copy = fetch_copy(&dir, &repo, name, "again");
 
     // Identical content: success, with a warning.
-    let run = walferry(
-        ARCHIVE,
-        &["push", copy.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
+    push(&copy, &repo.env, dir.path()).expect(
+        0,
+        &[&format!(
             "WAL file '{name}' already exists in the archive with the same content"
-        )),
-        "{}",
-        run.stderr
+        )],
     );
 
-    // Different content under the same name: refused, nothing replaced.
+    // Different content under the same name: refused in one line, nothing replaced.
     let mut bytes = std::fs::read(&copy).unwrap();
     bytes[8192 * 3 + 100] ^= 0xff;
-    let other = dir.create_dir("different").unwrap().join(name);
-    std::fs::write(&other, &bytes).unwrap();
-    walferry_testutil::pg::chown_to_cluster_user(&other).unwrap();
-    let run = walferry(
-        ARCHIVE,
-        &["push", other.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 3, "{}", run.stderr);
-    let line = run.stderr.trim();
-    assert!(!line.contains('\n'), "one line: {line}");
-    assert!(
-        line.contains(&format!(
+    let other = write_file(&dir, "different", name, &bytes);
+    let run = push(&other, &repo.env, dir.path());
+    run.expect(
+        3,
+        &[&format!(
             "WAL file '{name}' already exists in the archive with different content"
-        )),
-        "{line}"
+        )],
+    );
+    assert!(
+        !run.stderr.trim().contains('\n'),
+        "one line: {}",
+        run.stderr
     );
     let again = fetch_copy(&dir, &repo, name, "after");
     assert_eq!(
@@ -97,44 +88,21 @@ fn history_files_are_never_replaced() {
     let dir = TestDir::new("history").unwrap();
     let repo = Repo::local(&dir);
     let (_primary, _) = archived_segments(&dir, &repo);
-    let pg_wal = dir.create_dir("fake_pg_wal").unwrap();
-    let history = pg_wal.join("00000002.history");
-    std::fs::write(&history, "1\t0/3000000\tno recovery target specified\n").unwrap();
-    walferry_testutil::pg::chown_to_cluster_user(&history).unwrap();
-    let run = walferry(
-        ARCHIVE,
-        &["push", history.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = walferry(
-        ARCHIVE,
-        &["push", history.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let first = "1\t0/3000000\tno recovery target specified\n";
+    let history = write_file(&dir, "fake_pg_wal", "00000002.history", first.as_bytes());
+    push(&history, &repo.env, dir.path()).expect(0, &[]);
+    push(&history, &repo.env, dir.path()).expect(0, &["already exists"]);
     std::fs::write(&history, "1\t0/4000000\tno recovery target specified\n").unwrap();
-    let run = walferry(
-        ARCHIVE,
-        &["push", history.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 3, "{}", run.stderr);
+    push(&history, &repo.env, dir.path()).expect(3, &["different content"]);
     let dest = dir.join("got.history");
-    let run = walferry(
-        RESTORE,
-        &["fetch", "00000002.history", dest.to_str().unwrap()],
+    fetch(
+        "00000002.history",
+        dest.to_str().unwrap(),
         &repo.env,
         dir.path(),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(
-        std::fs::read_to_string(&dest).unwrap(),
-        "1\t0/3000000\tno recovery target specified\n"
-    );
+    )
+    .expect(0, &[]);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), first);
 }
 
 #[test]
@@ -155,24 +123,12 @@ fn wal_from_another_cluster_is_refused() {
     let segment = other.write_segments(1).unwrap().remove(0);
     let path = other.data_dir().join("pg_wal").join(&segment);
     let before = repo.local_objects();
-    let run = walferry(
-        ARCHIVE,
-        &["push", path.to_str().unwrap()],
-        &repo.env,
-        other.data_dir(),
-    );
-    assert_eq!(run.code, 4, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains(&format!("WAL file '{segment}' belongs to another cluster")),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains(&format!("does not match the repository's {sysid}")),
-        "{}",
-        run.stderr
+    push(&path, &repo.env, other.data_dir()).expect(
+        4,
+        &[
+            &format!("WAL file '{segment}' belongs to another cluster"),
+            &format!("does not match the repository's {sysid}"),
+        ],
     );
     assert_eq!(repo.local_objects(), before, "repository unchanged");
 }
@@ -181,19 +137,7 @@ fn wal_from_another_cluster_is_refused() {
 fn a_file_that_is_not_wal_is_refused() {
     let dir = TestDir::new("not-wal").unwrap();
     let repo = Repo::local(&dir);
-    let path = dir.join("postgresql.conf");
-    std::fs::write(&path, "not wal").unwrap();
-    let run = walferry(
-        ARCHIVE,
-        &["push", path.to_str().unwrap()],
-        &repo.env,
-        dir.path(),
-    );
-    assert_eq!(run.code, 8, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("is not a WAL file PostgreSQL archives"),
-        "{}",
-        run.stderr
-    );
+    let path = write_file(&dir, "conf", "postgresql.conf", b"not wal");
+    push(&path, &repo.env, dir.path()).expect(8, &["is not a WAL file PostgreSQL archives"]);
     assert!(repo.local_objects().is_empty());
 }

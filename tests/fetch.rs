@@ -29,13 +29,8 @@ fn missing_file_is_not_found() {
     archive_one(&dir, &repo);
     let data = pgdata(&dir);
     for name in ["0000000100000000000000F0", "00000002.history"] {
-        let run = walferry(
-            RESTORE,
-            &["fetch", name, "pg_wal/RECOVERYXLOG"],
-            &repo.env,
-            &data,
-        );
-        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        let run = fetch(name, "pg_wal/RECOVERYXLOG", &repo.env, &data);
+        run.expect(1, &[]);
         assert!(run.stderr.is_empty(), "not found is quiet: {}", run.stderr);
         assert!(!data.join("pg_wal/RECOVERYXLOG").exists());
     }
@@ -56,14 +51,7 @@ fn corrupt_or_truncated_object_is_refused() {
     let truncated = good[..good.len() - 7].to_vec();
     for (what, bytes) in [("flipped", flipped), ("truncated", truncated)] {
         std::fs::write(&object, &bytes).unwrap();
-        let run = walferry(
-            RESTORE,
-            &["fetch", &segment, "pg_wal/RECOVERYXLOG"],
-            &repo.env,
-            &data,
-        );
-        assert_eq!(run.code, 206, "{what}: {}", run.stderr);
-        assert!(run.stderr.contains("is corrupt"), "{what}: {}", run.stderr);
+        fetch(&segment, "pg_wal/RECOVERYXLOG", &repo.env, &data).expect(206, &["is corrupt"]);
         let left: Vec<_> = std::fs::read_dir(data.join("pg_wal")).unwrap().collect();
         assert!(
             left.is_empty(),
@@ -71,13 +59,7 @@ fn corrupt_or_truncated_object_is_refused() {
         );
     }
     std::fs::write(&object, &good).unwrap();
-    let run = walferry(
-        RESTORE,
-        &["fetch", &segment, "pg_wal/RECOVERYXLOG"],
-        &repo.env,
-        &data,
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    fetch(&segment, "pg_wal/RECOVERYXLOG", &repo.env, &data).expect(0, &[]);
 }
 
 #[test]
@@ -85,14 +67,13 @@ fn repository_without_descriptor_is_a_hard_failure() {
     let dir = TestDir::new("fetch-nodesc").unwrap();
     let repo = Repo::local(&dir);
     let data = pgdata(&dir);
-    let run = walferry(
-        RESTORE,
-        &["fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"],
+    fetch(
+        "000000010000000000000001",
+        "pg_wal/RECOVERYXLOG",
         &repo.env,
         &data,
-    );
-    assert_eq!(run.code, 206, "{}", run.stderr);
-    assert!(run.stderr.contains("has no descriptor"), "{}", run.stderr);
+    )
+    .expect(206, &["has no descriptor"]);
 }
 
 /// The S3 server goes away while a fetch is downloading: after its retries, fetch fails hard
@@ -143,12 +124,7 @@ fn s3_server_stopped_during_fetch() {
             })
         };
         let started = std::time::Instant::now();
-        let run = walferry(
-            RESTORE,
-            &["fetch", &segment, "pg_wal/RECOVERYXLOG"],
-            &env,
-            &data,
-        );
+        let run = fetch(&segment, "pg_wal/RECOVERYXLOG", &env, &data);
         stopper.join().unwrap();
         assert!(
             started.elapsed() > Duration::from_millis(400),
@@ -159,20 +135,10 @@ fn s3_server_stopped_during_fetch() {
             "nothing placed at %p"
         );
         if standby {
-            assert_eq!(run.code, 1, "{}", run.stderr);
-            assert!(
-                run.stderr.contains("standby.signal is present"),
-                "{}",
-                run.stderr
-            );
+            run.expect(1, &["standby.signal is present", "gave up after"]);
         } else {
-            assert_eq!(run.code, 205, "{}", run.stderr);
+            run.expect(205, &["gave up after"]);
         }
-        assert!(
-            run.stderr.contains("gave up after"),
-            "retries were made: {}",
-            run.stderr
-        );
         server.lock().unwrap().restart().unwrap();
     }
 }

@@ -121,6 +121,35 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Asserts the exit code and that stderr contains each of `texts`.
+    pub fn expect(&self, code: i32, texts: &[&str]) {
+        assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
+        for text in texts {
+            assert!(
+                self.stderr.contains(text),
+                "stderr lacks {text:?}: {}",
+                self.stderr
+            );
+        }
+    }
+}
+
+/// `walferry-archive push <path>`.
+pub fn push(path: &Path, env: &[(String, String)], cwd: &Path) -> Run {
+    walferry(
+        ARCHIVE,
+        &["push", path.to_str().expect("utf-8 path")],
+        env,
+        cwd,
+    )
+}
+
+/// `walferry-restore fetch <name> <dest>`.
+pub fn fetch(name: &str, dest: &str, env: &[(String, String)], cwd: &Path) -> Run {
+    walferry(RESTORE, &["fetch", name, dest], env, cwd)
+}
+
 /// Runs one of walferry's binaries as the cluster user (so that files it creates have the same
 /// owner as those PostgreSQL's own invocations create), in `cwd`, with `env`.
 pub fn walferry(bin: &str, args: &[&str], env: &[(String, String)], cwd: &Path) -> Run {

@@ -14,6 +14,18 @@ use std::process::ExitCode;
 pub use config::RepoArgs;
 pub use exit::Exit;
 
+/// Options every command of both binaries takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Where the repository is and how to reach it.
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Log filter: error, warn, info, debug or trace
+    #[arg(long, env = "WALFERRY_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
 /// Sets up logging to stderr (which PostgreSQL captures into its log): one line per event, no
 /// colour, no timestamp (PostgreSQL's log has its own), prefixed with the program name so the
 /// line says where it came from: `walferry-archive: WARNING: ...`. `filter` is a tracing filter

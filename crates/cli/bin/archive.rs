@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use walferry::{Exit, RepoArgs};
+use walferry::{Exit, GlobalArgs};
 use walferry_engine::{PushOptions, PushOutcome};
 use walferry_store::{CancellationToken, RetryConfig, Store};
 
@@ -21,11 +21,7 @@ const PROGRAM: &str = "walferry-archive";
 #[command(name = PROGRAM, version, max_term_width = 100)]
 struct Cli {
     #[command(flatten)]
-    repo: RepoArgs,
-
-    /// Log filter: error, warn, info, debug or trace
-    #[arg(long, env = "WALFERRY_LOG", default_value = "info", global = true)]
-    log: String,
+    global: GlobalArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -51,7 +47,7 @@ struct PushArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    walferry::init_logging(PROGRAM, &cli.log);
+    walferry::init_logging(PROGRAM, &cli.global.log);
     match run(cli) {
         Ok(exit) => walferry::exit_code(exit.code()),
         Err((exit, err)) => {
@@ -63,7 +59,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
     let usage = |e: anyhow::Error| (Exit::Usage, e);
-    let config = cli.repo.resolve(RetryConfig::ARCHIVE).map_err(usage)?;
+    let config = cli
+        .global
+        .repo
+        .resolve(RetryConfig::ARCHIVE)
+        .map_err(usage)?;
     let runtime = walferry::runtime().map_err(usage)?;
     match cli.command {
         Command::Push(args) => runtime.block_on(async {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use walferry::{Exit, RepoArgs};
+use walferry::{Exit, GlobalArgs, RepoArgs};
 use walferry_engine::FetchOutcome;
 use walferry_store::{CancellationToken, RetryConfig, Store};
 use walferry_wal::WalFileName;
@@ -22,11 +22,7 @@ const PROGRAM: &str = "walferry-restore";
 #[command(name = PROGRAM, version, max_term_width = 100)]
 struct Cli {
     #[command(flatten)]
-    repo: RepoArgs,
-
-    /// Log filter: error, warn, info, debug or trace
-    #[arg(long, env = "WALFERRY_LOG", default_value = "info", global = true)]
-    log: String,
+    global: GlobalArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -59,9 +55,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
     };
-    walferry::init_logging(PROGRAM, &cli.log);
+    walferry::init_logging(PROGRAM, &cli.global.log);
     match cli.command {
-        Command::Fetch(args) => fetch_main(&cli.repo, args),
+        Command::Fetch(args) => fetch_main(&cli.global.repo, args),
     }
 }
 
