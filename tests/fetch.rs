@@ -142,3 +142,75 @@ fn s3_server_stopped_during_fetch() {
         server.lock().unwrap().restart().unwrap();
     }
 }
+
+/// Any argument error exits above 125: PostgreSQL may be the caller, and 1..125 would read
+/// as "not found".
+#[test]
+fn argument_errors_stop_recovery() {
+    let dir = TestDir::new("fetch-args").unwrap();
+    let repo = Repo::local(&dir);
+    let cases: &[&[&str]] = &[
+        &["fetch", "000000010000000000000001"],
+        &[
+            "--repo",
+            "file:///nowhere",
+            "fetch",
+            "000000010000000000000001",
+        ],
+        &["000000010000000000000001", "pg_wal/RECOVERYXLOG"],
+        &[
+            "fetch",
+            "000000010000000000000001",
+            "pg_wal/RECOVERYXLOG",
+            "--no-such-flag",
+        ],
+    ];
+    for args in cases {
+        let run = walferry(RESTORE, args, &repo.env, dir.path());
+        run.expect(202, &["walferry-restore: ERROR: ", "HINT: "]);
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+    }
+}
+
+/// In standby mode a hard failure for a segment answers "not found"; for a history file it
+/// does not: at promotion PostgreSQL picks its new timeline ID by asking for history files.
+#[test]
+fn standby_masks_segments_but_not_history_files() {
+    let dir = TestDir::new("fetch-standby").unwrap();
+    let repo = Repo::local(&dir);
+    let data = pgdata(&dir);
+    std::fs::write(data.join("standby.signal"), b"").unwrap();
+    fetch(
+        "000000010000000000000001",
+        "pg_wal/RECOVERYXLOG",
+        &repo.env,
+        &data,
+    )
+    .expect(1, &["has no descriptor", "standby.signal is present"]);
+    fetch(
+        "00000002.history",
+        "pg_wal/RECOVERYHISTORY",
+        &repo.env,
+        &data,
+    )
+    .expect(206, &["has no descriptor"]);
+}
+
+/// A data directory of another cluster is refused, even for a file name both clusters have.
+#[test]
+fn repository_of_another_cluster_is_refused() {
+    let dir = TestDir::new("fetch-foreign").unwrap();
+    let repo = Repo::local(&dir);
+    let segment = archive_one(&dir, &repo);
+    let data = pgdata(&dir);
+    std::fs::create_dir_all(data.join("global")).unwrap();
+    let mut control = 12_345u64.to_le_bytes().to_vec();
+    control.resize(8192, 0);
+    std::fs::write(data.join("global/pg_control"), &control).unwrap();
+    walferry_testutil::pg::chown_to_cluster_user(&data).unwrap();
+    fetch(&segment, "pg_wal/RECOVERYXLOG", &repo.env, &data).expect(
+        204,
+        &["belongs to another cluster than this data directory: system identifier 12345"],
+    );
+    assert!(!data.join("pg_wal/RECOVERYXLOG").exists());
+}

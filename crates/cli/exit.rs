@@ -12,7 +12,8 @@
 //! | 7 | a local file could not be read or written |
 //! | 8 | the input file is not a valid WAL file |
 //! | 9 | interrupted |
-//! | 200 + n | `fetch` in archive recovery: the failure of class n above (202, 204–209). PostgreSQL treats any exit code above 125 as fatal and stops recovery, instead of taking the failure for "end of archive" and promoting at the wrong point |
+//! | 10 | internal error (a bug in walferry; please report it) |
+//! | 200 + n | `fetch` in archive recovery: the failure of class n above (202, 204–210); any argument error of `walferry-restore` exits 202, since PostgreSQL may be the caller. PostgreSQL treats any exit code above 125 as fatal and stops recovery, instead of taking the failure for "end of archive" and promoting at the wrong point |
 
 use walferry_engine::ErrorKind;
 
@@ -40,6 +41,8 @@ pub enum Exit {
     BadInput = 8,
     /// Interrupted.
     Cancelled = 9,
+    /// An internal error: a bug.
+    Bug = 10,
 }
 
 /// Added to a failure's code by `fetch` during archive recovery, so that PostgreSQL aborts
@@ -90,6 +93,7 @@ mod tests {
             (Exit::LocalIo, 7),
             (Exit::BadInput, 8),
             (Exit::Cancelled, 9),
+            (Exit::Bug, 10),
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");

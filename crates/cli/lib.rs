@@ -70,6 +70,23 @@ where
     }
 }
 
+/// Makes a panic exit with `code` after one error line, instead of Rust's default 101: for
+/// `fetch`, 101 would read to PostgreSQL as "file not found" and could end recovery early.
+pub fn exit_on_panic(program: &'static str, code: u8) {
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("panic");
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "{program}: ERROR: internal error{location}: {}; HINT: this is a bug in walferry, please report it",
+            message.replace('\n', " ")
+        );
+        std::process::exit(i32::from(code));
+    }));
+}
+
 /// A single-threaded runtime: `push` and `fetch` do one thing and start fast; blocking work
 /// (compression, file I/O) still runs on tokio's blocking threads.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

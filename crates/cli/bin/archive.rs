@@ -46,6 +46,7 @@ struct PushArgs {
 }
 
 fn main() -> ExitCode {
+    walferry::exit_on_panic(PROGRAM, Exit::Bug.code());
     let cli = Cli::parse();
     walferry::init_logging(PROGRAM, &cli.global.log);
     match run(cli) {
@@ -65,7 +66,7 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
         .resolve(RetryConfig::ARCHIVE)
         .map_err(usage)?;
     let runtime = walferry::runtime().map_err(usage)?;
-    match cli.command {
+    let result = match cli.command {
         Command::Push(args) => runtime.block_on(async {
             let store = Store::open(&config)
                 .await
@@ -88,7 +89,10 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
                 Err(e) => Err((Exit::for_kind(e.kind()), anyhow::Error::new(e))),
             }
         }),
-    }
+    };
+    // Do not wait for a blocking task stuck on a hung filesystem: the outcome is known.
+    runtime.shutdown_background();
+    result
 }
 
 #[cfg(test)]

@@ -44,13 +44,15 @@ struct FetchArgs {
     #[arg(value_name = "DEST_PATH")]
     dest: PathBuf,
 
-    /// The data directory, where standby.signal is looked for [default: the current directory,
-    /// which is the data directory when PostgreSQL runs restore_command]
-    #[arg(long, env = "WALFERRY_PGDATA", value_name = "DIR")]
+    /// The data directory being recovered, where standby.signal and global/pg_control are read
+    /// [default: the current directory, which is the data directory when PostgreSQL runs
+    /// restore_command]
+    #[arg(long, value_name = "DIR")]
     pgdata: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
+    walferry::exit_on_panic(PROGRAM, Exit::Bug.fetch_hard_code());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
@@ -61,35 +63,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports an argument error. For `fetch`, a malformed restore_command must not look like
-/// "not found" (exit 1..125), which would let PostgreSQL end recovery early: it exits above 125.
+/// Reports an argument error on one line. PostgreSQL may be the caller, and an exit code from
+/// 1 to 125 would read to it as "file not found" and could end recovery early, so any argument
+/// error exits above 125 (202).
 fn argument_error(e: clap::Error) -> ExitCode {
-    let _ = e.print();
     if !e.use_stderr() {
         // --help or --version.
+        let _ = e.print();
         return walferry::exit_code(Exit::Success.code());
     }
-    let is_fetch = std::env::args().nth(1).is_some_and(|a| a == "fetch");
-    if is_fetch && !is_standby(None) {
-        walferry::exit_code(Exit::Usage.fetch_hard_code())
-    } else if is_fetch {
-        walferry::exit_code(Exit::NotFound.code())
-    } else {
-        walferry::exit_code(Exit::Usage.code())
-    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!(
+        "{PROGRAM}: ERROR: {first}; HINT: use restore_command = 'walferry-restore fetch %f %p' (see walferry-restore --help)"
+    );
+    walferry::exit_code(Exit::Usage.fetch_hard_code())
 }
 
 /// Runs `fetch` and applies PostgreSQL's rules to the outcome: a hard failure aborts recovery
-/// (exit above 125), except in standby mode, where it is logged and answered as "not found"
-/// so that the standby can fall back to streaming replication.
+/// (exit above 125). In standby mode a hard failure for a WAL segment is logged and answered
+/// as "not found", so that the standby can fall back to streaming replication; a history file
+/// is never answered that way, because at promotion PostgreSQL picks the new timeline ID by
+/// asking for history files, and a wrong "not found" could make two nodes pick the same one.
 fn fetch_main(repo: &RepoArgs, args: FetchArgs) -> ExitCode {
-    let standby = is_standby(args.pgdata.as_deref());
-    match fetch(repo, &args) {
+    let pgdata = args.pgdata.clone().unwrap_or_else(|| PathBuf::from("."));
+    let standby = pgdata.join("standby.signal").exists();
+    match fetch(repo, &args, &pgdata) {
         Ok(FetchOutcome::Restored { .. }) => walferry::exit_code(Exit::Success.code()),
         Ok(FetchOutcome::NotFound) => walferry::exit_code(Exit::NotFound.code()),
         Err((exit, err)) => {
             walferry::report(PROGRAM, &err);
-            if standby {
+            let history = args.name.ends_with(".history");
+            if standby && !history {
                 tracing::warn!(
                     "answering 'not found' for '{}' because standby.signal is present, so the standby can fall back to streaming",
                     args.name
@@ -102,29 +108,55 @@ fn fetch_main(repo: &RepoArgs, args: FetchArgs) -> ExitCode {
     }
 }
 
-fn fetch(repo: &RepoArgs, args: &FetchArgs) -> Result<FetchOutcome, (Exit, anyhow::Error)> {
+fn fetch(
+    repo: &RepoArgs,
+    args: &FetchArgs,
+    pgdata: &Path,
+) -> Result<FetchOutcome, (Exit, anyhow::Error)> {
     let usage = |e: anyhow::Error| (Exit::Usage, e);
     let name = WalFileName::parse(&args.name)
         .map_err(|e| anyhow::anyhow!("{e}; HINT: restore_command must pass %f"))
         .map_err(usage)?;
     let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;
+    let cluster = cluster_system_identifier(pgdata).map_err(|e| (Exit::LocalIo, e))?;
     let runtime = walferry::runtime().map_err(usage)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let store = Store::open(&config)
             .await
             .context("open repository")
             .map_err(usage)?;
-        walferry_engine::fetch(&store, &name, &args.dest, &CancellationToken::new())
-            .await
-            .map_err(|e| (Exit::for_kind(e.kind()), anyhow::Error::new(e)))
-    })
+        walferry_engine::fetch(
+            &store,
+            &name,
+            &args.dest,
+            cluster,
+            &CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| (Exit::for_kind(e.kind()), anyhow::Error::new(e)))
+    });
+    // Do not wait for a blocking task stuck on a hung filesystem: the outcome is known.
+    runtime.shutdown_background();
+    result
 }
 
-fn is_standby(pgdata: Option<&Path>) -> bool {
-    pgdata
-        .unwrap_or_else(|| Path::new("."))
-        .join("standby.signal")
-        .exists()
+/// The system identifier of the cluster being recovered, from `global/pg_control` in its data
+/// directory (the first 8 bytes, native-endian, in every PostgreSQL version). `None` when there
+/// is no `pg_control` there (fetch run by hand outside a data directory).
+fn cluster_system_identifier(pgdata: &Path) -> anyhow::Result<Option<u64>> {
+    let path = pgdata.join("global/pg_control");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("read '{}'", path.display()));
+        }
+    };
+    let first: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("'{}' is too short to be pg_control", path.display()))?;
+    Ok(Some(u64::from_le_bytes(first)))
 }
 
 #[cfg(test)]
@@ -147,11 +179,19 @@ mod tests {
     }
 
     #[test]
-    fn standby_is_detected_from_the_signal_file() {
+    fn system_identifier_is_read_from_pg_control() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!is_standby(Some(dir.path())));
-        std::fs::write(dir.path().join("standby.signal"), b"").unwrap();
-        assert!(is_standby(Some(dir.path())));
+        assert_eq!(cluster_system_identifier(dir.path()).unwrap(), None);
+        std::fs::create_dir(dir.path().join("global")).unwrap();
+        let mut control = 7_441_234_567_890_123_456u64.to_le_bytes().to_vec();
+        control.extend_from_slice(&[0u8; 8184]);
+        std::fs::write(dir.path().join("global/pg_control"), &control).unwrap();
+        assert_eq!(
+            cluster_system_identifier(dir.path()).unwrap(),
+            Some(7_441_234_567_890_123_456)
+        );
+        std::fs::write(dir.path().join("global/pg_control"), b"short").unwrap();
+        assert!(cluster_system_identifier(dir.path()).is_err());
     }
 
     #[test]

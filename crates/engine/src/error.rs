@@ -109,6 +109,24 @@ pub enum Error {
         mismatch: IdentityMismatch,
     },
 
+    /// The repository belongs to another cluster than the data directory being recovered.
+    #[error(
+        "repository {repo} belongs to another cluster than this data directory: {mismatch} (from global/pg_control); HINT: restore_command must use the repository this cluster archived to"
+    )]
+    ForeignRepository {
+        /// The repository URL.
+        repo: String,
+        /// How it differs.
+        mismatch: IdentityMismatch,
+    },
+
+    /// Work on a blocking thread did not finish: the runtime is shutting down.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What happened.
+        message: String,
+    },
+
     /// A fetched segment does not match what the repository says it should be.
     #[error("archived WAL file '{name}' does not match repository {repo}: {reason}")]
     ForeignSegment {
@@ -175,7 +193,10 @@ impl Error {
             Error::NoDescriptor { .. } | Error::BadDescriptor { .. } | Error::Corrupt { .. } => {
                 ErrorKind::Corrupt
             }
-            Error::WrongCluster { .. } | Error::ForeignSegment { .. } => ErrorKind::WrongCluster,
+            Error::WrongCluster { .. }
+            | Error::ForeignSegment { .. }
+            | Error::ForeignRepository { .. } => ErrorKind::WrongCluster,
+            Error::Internal { .. } => ErrorKind::Cancelled,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Store { source, .. } if source.is_cancelled() => ErrorKind::Cancelled,
             Error::Store { source, .. } => match source.as_ref() {

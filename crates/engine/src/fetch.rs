@@ -5,7 +5,7 @@ use std::path::Path;
 use bytes::Bytes;
 use tracing::debug;
 use walferry_codec as codec;
-use walferry_manifest::{io as repo_io, layout};
+use walferry_manifest::{IdentityMismatch, io as repo_io, layout};
 use walferry_store::{ArchiveStore, CancellationToken, Store};
 use walferry_wal::{ExpectedSegment, SegmentHeader, WalFileName};
 
@@ -33,10 +33,15 @@ pub enum FetchOutcome {
 /// unverified file. `NotFound` is answered only when the repository is intact and simply does
 /// not have the file; a repository without a descriptor is an error, so that a mistyped
 /// repository cannot end a recovery early.
+///
+/// `cluster_system_identifier` is that of the cluster being recovered (from its
+/// `pg_control`), when known: a repository of another cluster is refused before anything is
+/// handed over, even for file names both clusters have.
 pub async fn fetch(
     store: &Store,
     name: &WalFileName,
     dest: &Path,
+    cluster_system_identifier: Option<u64>,
     cancel: &CancellationToken,
 ) -> Result<FetchOutcome> {
     let repo = store.location().to_owned();
@@ -48,6 +53,17 @@ pub async fn fetch(
     let descriptor = descriptor
         .map_err(|e| manifest_error(e, &repo))?
         .ok_or_else(|| Error::NoDescriptor { repo: repo.clone() })?;
+    if let Some(found) = cluster_system_identifier
+        && found != descriptor.system_identifier
+    {
+        return Err(Error::ForeignRepository {
+            repo,
+            mismatch: IdentityMismatch::SystemIdentifier {
+                expected: descriptor.system_identifier,
+                found,
+            },
+        });
+    }
     let object = match object {
         Ok(o) => o,
         Err(e) if e.is_not_found() => {

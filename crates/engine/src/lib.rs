@@ -34,12 +34,8 @@ where
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-        // The runtime is shutting down.
-        Err(_) => Err(Error::Store {
-            action: "finish",
-            key: String::new(),
-            repo: String::new(),
-            source: Box::new(walferry_store::Error::Cancelled),
+        Err(_) => Err(Error::Internal {
+            message: "a blocking task was cancelled because the runtime is shutting down".into(),
         }),
     }
 }

@@ -90,7 +90,17 @@ pub async fn push(
             };
             let created = repo_io::create_descriptor(store, &RepoDescriptor::new(identity), cancel)
                 .await
-                .map_err(|e| manifest_error(e, &repo))?;
+                .map_err(|e| match manifest_error(e, &repo) {
+                    Error::Store {
+                        key, repo, source, ..
+                    } => Error::Store {
+                        action: "create descriptor",
+                        key,
+                        repo,
+                        source,
+                    },
+                    other => other,
+                })?;
             info!(
                 repo = %repo,
                 system_identifier = created.system_identifier,

@@ -13,6 +13,15 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] walferry_store::Error),
+    /// The storage accepted a second create-only put of the same key: it would overwrite
+    /// archived WAL instead of refusing.
+    #[error(
+        "the storage does not honour create-only writes (a second create of '{key}' succeeded); HINT: use an S3 service or server that supports conditional writes (If-None-Match: *)"
+    )]
+    CreateNotHonoured {
+        /// The key written twice.
+        key: String,
+    },
     /// The stored descriptor is unreadable.
     #[error("repository descriptor '{key}' is unreadable: {source}")]
     Descriptor {
@@ -43,6 +52,10 @@ pub async fn load_descriptor<S: ArchiveStore>(
 
 /// Writes `descriptor` unless the repository already has one, and returns the one in force:
 /// `descriptor` itself, or the existing one when another writer got there first.
+///
+/// When it creates the descriptor, it also checks that the storage refuses a second
+/// create-only put of it ([`Error::CreateNotHonoured`] otherwise): an S3-compatible server that
+/// ignores `If-None-Match: *` would silently overwrite archived WAL.
 pub async fn create_descriptor<S: ArchiveStore>(
     store: &S,
     descriptor: &RepoDescriptor,
@@ -58,7 +71,25 @@ pub async fn create_descriptor<S: ArchiveStore>(
         )
         .await
     {
-        Ok(()) => Ok(descriptor.clone()),
+        Ok(()) => {
+            // Everything walferry archives relies on create-only puts refusing to overwrite.
+            // Prove it once, when the repository is created: a second create must be refused.
+            match store
+                .put(
+                    &key,
+                    Bytes::from(descriptor.to_json()),
+                    PutMode::Create,
+                    cancel,
+                )
+                .await
+            {
+                Err(e) if e.is_already_exists() => Ok(descriptor.clone()),
+                Ok(()) => Err(Error::CreateNotHonoured {
+                    key: key.to_string(),
+                }),
+                Err(e) => Err(e.into()),
+            }
+        }
         Err(e) if e.is_already_exists() => match load_descriptor(store, cancel).await? {
             Some(existing) => Ok(existing),
             // Created and removed again between our two requests: someone is deleting the
@@ -66,5 +97,90 @@ pub async fn create_descriptor<S: ArchiveStore>(
             None => Err(e.into()),
         },
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use walferry_store::{GetResult, MemoryStore, ObjectKey, ObjectMeta};
+
+    use super::*;
+    use crate::descriptor::ClusterIdentity;
+
+    /// A store that ignores create-only mode, like an S3 server without conditional writes.
+    struct Overwriting(MemoryStore);
+
+    impl ArchiveStore for Overwriting {
+        async fn put(
+            &self,
+            key: &ObjectKey,
+            body: Bytes,
+            _mode: PutMode,
+            cancel: &CancellationToken,
+        ) -> walferry_store::Result<()> {
+            self.0.put(key, body, PutMode::Overwrite, cancel).await
+        }
+        async fn get(
+            &self,
+            key: &ObjectKey,
+            range: Option<Range<u64>>,
+            cancel: &CancellationToken,
+        ) -> walferry_store::Result<GetResult> {
+            self.0.get(key, range, cancel).await
+        }
+        async fn head(
+            &self,
+            key: &ObjectKey,
+            cancel: &CancellationToken,
+        ) -> walferry_store::Result<ObjectMeta> {
+            self.0.head(key, cancel).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+            cancel: &CancellationToken,
+        ) -> walferry_store::Result<Vec<ObjectMeta>> {
+            self.0.list(prefix, cancel).await
+        }
+        async fn delete(
+            &self,
+            key: &ObjectKey,
+            cancel: &CancellationToken,
+        ) -> walferry_store::Result<()> {
+            self.0.delete(key, cancel).await
+        }
+    }
+
+    fn descriptor() -> RepoDescriptor {
+        RepoDescriptor::new(ClusterIdentity {
+            system_identifier: 42,
+            pg_version: walferry_wal::PgVersion::from_major(15).unwrap(),
+            wal_segment_size: walferry_wal::WalSegSize::DEFAULT,
+        })
+    }
+
+    #[tokio::test]
+    async fn creates_once_and_returns_the_existing_one() {
+        let store = MemoryStore::new();
+        let cancel = CancellationToken::new();
+        assert_eq!(load_descriptor(&store, &cancel).await.unwrap(), None);
+        let d = descriptor();
+        assert_eq!(create_descriptor(&store, &d, &cancel).await.unwrap(), d);
+        let mut other = descriptor();
+        other.system_identifier = 7;
+        assert_eq!(create_descriptor(&store, &other, &cancel).await.unwrap(), d);
+        assert_eq!(load_descriptor(&store, &cancel).await.unwrap(), Some(d));
+    }
+
+    #[tokio::test]
+    async fn storage_that_overwrites_is_refused() {
+        let store = Overwriting(MemoryStore::new());
+        let err = create_descriptor(&store, &descriptor(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::CreateNotHonoured { .. }), "{err:?}");
+        assert!(err.to_string().contains("If-None-Match"), "{err}");
     }
 }

@@ -203,8 +203,32 @@ fn put_file(root: &Path, path: &Path, body: &[u8], mode: PutMode) -> io::Result<
     if tmp.exists() {
         let _ = fs::remove_file(&tmp);
     }
-    result?;
-    fsync_dir(dir)
+    if let Err(e) = result {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            // The caller may treat an identical existing object as archived. It may have been
+            // linked by a writer that died before its fsyncs: make it durable before saying
+            // it exists.
+            File::open(path)?.sync_all()?;
+            fsync_chain(root, dir)?;
+        }
+        return Err(e);
+    }
+    fsync_chain(root, dir)
+}
+
+/// Fsyncs `dir` and every directory above it up to `root`, so that the whole chain of entries
+/// leading to a new object is durable, even when a directory was created by an earlier writer
+/// that died before fsyncing its parent. Directories without changes cost next to nothing.
+fn fsync_chain(root: &Path, dir: &Path) -> io::Result<()> {
+    let mut current = Some(dir);
+    while let Some(d) = current {
+        fsync_dir(d)?;
+        if d == root {
+            break;
+        }
+        current = d.parent().filter(|p| p.starts_with(root));
+    }
+    Ok(())
 }
 
 fn write_and_link(tmp: &Path, path: &Path, body: &[u8], mode: PutMode) -> io::Result<()> {
@@ -213,7 +237,17 @@ fn write_and_link(tmp: &Path, path: &Path, body: &[u8], mode: PutMode) -> io::Re
     file.sync_all()?;
     drop(file);
     match mode {
-        PutMode::Create => fs::hard_link(tmp, path),
+        PutMode::Create => fs::hard_link(tmp, path).map_err(|e| match e.raw_os_error() {
+            // link(2) is how a create-only put refuses atomically; without it there is no
+            // safe way to create without overwriting.
+            Some(libc::EPERM | libc::EOPNOTSUPP) => io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the filesystem holding the repository does not support hard links ({e}), which create-only writes need"
+                ),
+            ),
+            _ => e,
+        }),
         PutMode::Overwrite => fs::rename(tmp, path),
     }
 }

@@ -112,13 +112,27 @@ impl S3Store {
                     (_, "NoSuchBucket") => Error::NoSuchBucket {
                         bucket: self.bucket.clone(),
                     },
-                    (_, "NoSuchKey") | (404, _) => Error::NotFound { key },
+                    // "Not found" ends a recovery, so only S3's own word for it counts: a 404
+                    // from a proxy or a misrouted endpoint is a failure. HEAD responses carry
+                    // no body, so their 404 has no code.
+                    (_, "NoSuchKey") => Error::NotFound { key },
+                    (404, "" | "NotFound") if op == "head" => Error::NotFound { key },
                     (412, _) | (_, "PreconditionFailed") => Error::AlreadyExists { key },
                     (401 | 403, _) => Error::PermissionDenied {
-                        key: format!("s3://{}/{key}", self.bucket),
-                        message,
+                        key: format!("s3://{}/{}{key}", self.bucket, self.prefix),
+                        message: format!(
+                            "{message}; HINT: the credentials need s3:GetObject, s3:PutObject and s3:ListBucket on the repository (without s3:ListBucket, S3 answers 403 for a missing object)"
+                        ),
                     },
-                    (408 | 409 | 429 | 500..=599, _)
+                    (501, _) | (_, "NotImplemented") => Error::Permanent {
+                        op,
+                        key,
+                        message: format!(
+                            "{message}; HINT: the S3 server does not support this request"
+                        ),
+                    },
+                    (408 | 429 | 500..=599, _)
+                    | (409, "ConditionalRequestConflict" | "OperationAborted")
                     | (_, "SlowDown" | "RequestTimeout" | "Throttling" | "InternalError") => {
                         Error::Transient { op, key, message }
                     }
