@@ -15,6 +15,7 @@ mod error;
 mod fetch;
 mod local;
 mod push;
+pub mod tar;
 
 use walferry_store::{ObjectKey, Store};
 
