@@ -4,17 +4,35 @@
 //! - [`layout`]: the key scheme, defined once.
 //! - [`descriptor`]: the repository descriptor (system identifier, PostgreSQL version, segment
 //!   size), written by the first push and checked by every later one.
+//! - [`backup`]: backup manifests, the JSON document that lists a base backup's parts and
+//!   files; [`timestamp`]: the points in time they record and recovery targets name.
+//! - [`timelines`]: the timeline graph built from `.history` files.
+//! - [`walindex`]: which WAL segments the archive holds, per timeline, with gaps.
+//! - [`plan`]: restore planning — a recovery target and target timeline become a backup, a
+//!   timeline path and the exact segments PostgreSQL will ask for, or a refusal that says why.
 //! - [`io`]: loading and creating the descriptor through an [`ArchiveStore`].
 //!
-//! The pure parts (layout, descriptor encoding) do no I/O; [`io`] is the thin layer that talks
-//! to the store.
+//! Everything but [`io`] is pure: no I/O, no async, so planning is tested on synthetic
+//! catalogs. [`io`] is the thin layer that talks to the store.
 //!
 //! [`ArchiveStore`]: walferry_store::ArchiveStore
 
 #![deny(missing_docs)]
 
+pub mod backup;
 pub mod descriptor;
 pub mod io;
 pub mod layout;
+pub mod plan;
+pub mod timelines;
+pub mod timestamp;
+pub mod walindex;
 
+pub use backup::{BackupManifest, BackupSummary, ManifestError};
 pub use descriptor::{ClusterIdentity, DescriptorError, IdentityMismatch, RepoDescriptor};
+pub use plan::{
+    Catalog, PlanEnd, PlanError, RecoveryTarget, RestorePlan, RestoreRequest, TargetTimeline,
+};
+pub use timelines::{TimelineGraph, TimelinePath};
+pub use timestamp::{Timestamp, TimestampError};
+pub use walindex::WalIndex;
