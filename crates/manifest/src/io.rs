@@ -1,12 +1,25 @@
 //! Reading and writing repository metadata through a store.
+//!
+//! - [`load_descriptor`], [`create_descriptor`]: the repository descriptor.
+//! - [`save_backup_manifest`], [`load_backup_manifest`]: backup manifests; saving one is the
+//!   commit point of a backup.
+//! - [`load_catalog`]: everything restore planning needs, read with one listing of `wal/` and
+//!   one of `backups/`, as a [`LoadedCatalog`].
 
 use bytes::Bytes;
 use walferry_store::{ArchiveStore, CancellationToken, PutMode};
 
+use crate::backup::ManifestError;
 use crate::descriptor::{DescriptorError, RepoDescriptor};
 use crate::layout;
 
-/// Errors loading or creating the descriptor.
+mod backups;
+mod catalog;
+
+pub use backups::{load_backup_manifest, save_backup_manifest};
+pub use catalog::{LoadedCatalog, MAX_HISTORY_BYTES, load_catalog};
+
+/// Errors reading or writing repository metadata.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -30,6 +43,73 @@ pub enum Error {
         /// Why.
         source: DescriptorError,
     },
+    /// The repository has no descriptor: nothing was ever archived to it.
+    #[error(
+        "repository descriptor '{key}' does not exist; HINT: check the repository location, or archive WAL to it first"
+    )]
+    NoDescriptor {
+        /// The descriptor's key.
+        key: String,
+    },
+    /// A backup label cannot name a backup.
+    #[error("backup label '{label}' {reason}")]
+    InvalidLabel {
+        /// The label.
+        label: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A backup manifest already exists: the backup was committed before.
+    #[error("backup manifest '{key}' already exists; HINT: every backup needs its own label")]
+    BackupExists {
+        /// The manifest's key.
+        key: String,
+    },
+    /// A backup manifest is unreadable or inconsistent (also refused before saving).
+    #[error("backup manifest '{key}' is unreadable: {source}")]
+    Manifest {
+        /// The manifest's key.
+        key: String,
+        /// Why.
+        source: ManifestError,
+    },
+    /// A backup manifest names another backup than the one its key belongs to.
+    #[error("backup manifest '{key}' belongs to backup '{found}'")]
+    ManifestLabel {
+        /// The manifest's key.
+        key: String,
+        /// The label inside the manifest.
+        found: String,
+    },
+    /// A timeline history object is not a valid walferry frame.
+    #[error("timeline history '{key}' is corrupt: {source}")]
+    HistoryCorrupt {
+        /// The history object's key.
+        key: String,
+        /// Why.
+        source: walferry_codec::Error,
+    },
+    /// A timeline history file's text is not a valid history.
+    #[error("timeline history '{key}' is not valid: {reason}")]
+    HistoryInvalid {
+        /// The history object's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Whether the object asked for does not exist, such as the manifest of a backup that was
+    /// never committed. Not for a missing descriptor, which is [`Error::NoDescriptor`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_not_found())
+    }
+
+    /// Whether the operation stopped because its cancellation token fired.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_cancelled())
+    }
 }
 
 /// Loads the descriptor; `None` when the repository has none yet.

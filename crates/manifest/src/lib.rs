@@ -10,7 +10,8 @@
 //! - [`walindex`]: which WAL segments the archive holds, per timeline, with gaps.
 //! - [`plan`]: restore planning — a recovery target and target timeline become a backup, a
 //!   timeline path and the exact segments PostgreSQL will ask for, or a refusal that says why.
-//! - [`io`]: loading and creating the descriptor through an [`ArchiveStore`].
+//! - [`io`]: the thin layer over an [`ArchiveStore`]: the descriptor, backup manifests (saved
+//!   last, as a backup's commit point), and the whole catalog a restore is planned from.
 //!
 //! Everything but [`io`] is pure: no I/O, no async, so planning is tested on synthetic
 //! catalogs. [`io`] is the thin layer that talks to the store.
