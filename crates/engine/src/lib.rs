@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod backup;
 mod error;
 mod fetch;
 mod local;
