@@ -134,7 +134,7 @@ pub struct BackupManifest {
     /// The backup's name, unique in the repository; also its key prefix.
     pub label: String,
     /// The cluster's system identifier, as decimal text in JSON.
-    #[serde(with = "u64_as_string")]
+    #[serde(with = "crate::u64_as_string")]
     pub system_identifier: u64,
     /// The PostgreSQL major version.
     pub pg_version: PgVersion,
@@ -502,19 +502,6 @@ fn part_name_problem(name: &str) -> Option<&'static str> {
         return Some("must not contain control characters");
     }
     None
-}
-
-mod u64_as_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 mod octal {

@@ -42,7 +42,7 @@ pub struct RepoDescriptor {
     /// Format version; [`FORMAT`] today.
     pub format: u32,
     /// The cluster's system identifier, as decimal text.
-    #[serde(with = "u64_as_string")]
+    #[serde(with = "crate::u64_as_string")]
     pub system_identifier: u64,
     /// The PostgreSQL major version.
     pub pg_version: PgVersion,
@@ -161,19 +161,6 @@ impl RepoDescriptor {
             });
         }
         Ok(())
-    }
-}
-
-mod u64_as_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -37,3 +37,18 @@ pub use plan::{
 pub use timelines::{TimelineGraph, TimelinePath};
 pub use timestamp::{Timestamp, TimestampError};
 pub use walindex::WalIndex;
+
+/// Serde for a `u64` as decimal text: JSON numbers above 2^53 are not read exactly by every
+/// reader, and system identifiers are above it.
+pub(crate) mod u64_as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
