@@ -10,5 +10,7 @@
 mod util;
 
 mod archive;
+mod backup;
 mod fetch;
+mod info;
 mod recovery;

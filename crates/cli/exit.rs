@@ -5,9 +5,9 @@
 //! | 0 | success: `push` — the file is durable in the repository (or was already there with identical content); `fetch` — the complete, verified file is at `%p` |
 //! | 1 | `fetch`: the file is not in the archive (also: a hard failure in standby mode, logged, so the standby can fall back to streaming) |
 //! | 2 | invalid arguments or configuration |
-//! | 3 | `push`: the archive holds different content under this name; nothing was replaced |
+//! | 3 | `push`: the archive holds different content under this name; nothing was replaced. `backup`: a backup with this label already exists |
 //! | 4 | the WAL or the repository belongs to another cluster (system identifier, PostgreSQL version or segment size) |
-//! | 5 | storage failure: unreachable after retries, permission denied, bucket missing, disk full |
+//! | 5 | storage failure: unreachable after retries, permission denied, bucket missing, disk full; `backup`: PostgreSQL unreachable, refused the connection or failed the backup |
 //! | 6 | an archived object is corrupt or truncated, or the repository has no descriptor |
 //! | 7 | a local file could not be read or written |
 //! | 8 | the input file is not a valid WAL file |
@@ -57,7 +57,7 @@ impl Exit {
             ErrorKind::Config => Exit::Usage,
             ErrorKind::Conflict => Exit::Conflict,
             ErrorKind::WrongCluster => Exit::WrongCluster,
-            ErrorKind::Storage => Exit::Storage,
+            ErrorKind::Storage | ErrorKind::Postgres => Exit::Storage,
             ErrorKind::Corrupt => Exit::Corrupt,
             ErrorKind::LocalIo => Exit::LocalIo,
             ErrorKind::Cancelled => Exit::Cancelled,

@@ -1,11 +1,14 @@
 //! `walferry-archive`: everything that writes to the repository.
 
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use walferry::{Exit, GlobalArgs};
+use walferry_engine::backup::parts::PartOptions;
+use walferry_engine::backup::{self, BackupOptions, ConnectOptions};
 use walferry_engine::{PushOptions, PushOutcome};
 use walferry_store::{CancellationToken, RetryConfig, Store};
 
@@ -15,8 +18,8 @@ const PROGRAM: &str = "walferry-archive";
 ///
 /// Use as archive_command = 'walferry-archive push %p' with the repository in WALFERRY_REPO or
 /// the configuration file. Exit codes: 0 archived, 2 usage, 3 conflicting content already
-/// archived, 4 another cluster, 5 storage failure, 6 corrupt archive, 7 local I/O, 8 not a WAL
-/// file.
+/// archived (or a backup label taken), 4 another cluster, 5 storage or PostgreSQL failure,
+/// 6 corrupt archive, 7 local I/O, 8 not a WAL file, 9 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = PROGRAM, version, max_term_width = 100)]
 struct Cli {
@@ -31,6 +34,66 @@ struct Cli {
 enum Command {
     /// Archive one WAL file (archive_command = 'walferry-archive push %p')
     Push(PushArgs),
+    /// Take a base backup over the replication protocol and store it in the repository
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BackupArgs {
+    /// libpq connection string (key=value pairs); unset keys come from the PG* environment
+    /// variables (PGHOST, PGPORT, PGUSER, PGPASSWORD...) and libpq's defaults
+    #[arg(
+        long,
+        env = "WALFERRY_CONNINFO",
+        value_name = "CONNINFO",
+        default_value = ""
+    )]
+    conninfo: String,
+
+    /// Part uploads in flight; memory use is about (jobs + 1) x part size
+    #[arg(long, env = "WALFERRY_JOBS", default_value_t = backup::DEFAULT_JOBS)]
+    jobs: NonZeroUsize,
+
+    /// Largest uncompressed size of one stored part, in MiB
+    #[arg(long, env = "WALFERRY_PART_SIZE", value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    part_size: u64,
+
+    /// Label of the backup (ASCII letters, digits, '-', '_', '.'); default: its start time,
+    /// YYYYMMDDTHHMMSSZ
+    #[arg(long, env = "WALFERRY_LABEL")]
+    label: Option<String>,
+
+    /// zstd compression level, 1 (fastest) to 19
+    #[arg(long, env = "WALFERRY_COMPRESS_LEVEL", default_value_t = walferry_engine::DEFAULT_COMPRESSION_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    compress_level: i32,
+}
+
+impl BackupArgs {
+    /// The validated options; reads the PG* environment, does no I/O.
+    fn options(&self) -> anyhow::Result<BackupOptions> {
+        let connect = ConnectOptions::from_conninfo(&self.conninfo).context("read --conninfo")?;
+        if let Some(label) = &self.label
+            && let Some(reason) = walferry_manifest::backup::label_problem(label)
+        {
+            anyhow::bail!("backup label '{label}' {reason}");
+        }
+        let part_size = self
+            .part_size
+            .checked_mul(1 << 20)
+            .and_then(NonZeroU64::new)
+            .context("--part-size is out of range")?;
+        Ok(BackupOptions {
+            connect,
+            label: self.label.clone(),
+            jobs: self.jobs,
+            parts: PartOptions {
+                part_size,
+                level: self.compress_level,
+            },
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,11 +123,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
     let usage = |e: anyhow::Error| (Exit::Usage, e);
-    let config = cli
-        .global
-        .repo
-        .resolve(RetryConfig::ARCHIVE)
-        .map_err(usage)?;
+    // A backup is not on PostgreSQL's archiving path: give the storage the longer budget.
+    let retry = match cli.command {
+        Command::Push(_) => RetryConfig::ARCHIVE,
+        Command::Backup(_) => RetryConfig::RESTORE,
+    };
+    let config = cli.global.repo.resolve(retry).map_err(usage)?;
     let runtime = walferry::runtime().map_err(usage)?;
     let result = match cli.command {
         Command::Push(args) => runtime.block_on(async {
@@ -89,6 +153,37 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
                 Err(e) => Err((Exit::for_kind(e.kind()), anyhow::Error::new(e))),
             }
         }),
+        Command::Backup(args) => runtime.block_on(async {
+            let options = args.options().map_err(usage)?;
+            let store = Store::open(&config)
+                .await
+                .context("open repository")
+                .map_err(usage)?;
+            let cancel = CancellationToken::new();
+            let on_signal = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_signal.cancel();
+                }
+            });
+            match backup::run(&store, &options, &cancel).await {
+                Ok(outcome) => {
+                    let m = &outcome.manifest;
+                    println!(
+                        "backup {} committed: stop LSN {} (timeline {}), {} bytes original, {} bytes stored, {} files, {:.1}s",
+                        m.label,
+                        m.stop_lsn,
+                        m.stop_timeline,
+                        m.totals.original_bytes,
+                        m.totals.compressed_bytes,
+                        m.totals.files,
+                        outcome.elapsed.as_secs_f64()
+                    );
+                    Ok(Exit::Success)
+                }
+                Err(e) => Err((Exit::for_kind(e.kind()), anyhow::Error::new(e))),
+            }
+        }),
     };
     // Do not wait for a blocking task stuck on a hung filesystem: the outcome is known.
     runtime.shutdown_background();
@@ -103,7 +198,9 @@ mod tests {
     fn push_takes_one_path_and_a_level() {
         let cli =
             Cli::try_parse_from([PROGRAM, "push", "pg_wal/000000010000000000000001"]).unwrap();
-        let Command::Push(args) = cli.command;
+        let Command::Push(args) = cli.command else {
+            panic!("push")
+        };
         assert_eq!(args.path, PathBuf::from("pg_wal/000000010000000000000001"));
         assert_eq!(
             args.compress_level,
@@ -111,6 +208,55 @@ mod tests {
         );
         assert!(Cli::try_parse_from([PROGRAM, "push", "x", "--compress-level", "0"]).is_err());
         assert!(Cli::try_parse_from([PROGRAM, "push"]).is_err());
+    }
+
+    #[test]
+    fn backup_flags_become_options() {
+        let cli = Cli::try_parse_from([
+            PROGRAM,
+            "backup",
+            "--conninfo",
+            "host=/tmp port=5433 user=postgres",
+            "--jobs",
+            "2",
+            "--part-size",
+            "8",
+            "--label",
+            "nightly-1",
+        ])
+        .unwrap();
+        let Command::Backup(args) = cli.command else {
+            panic!("backup")
+        };
+        let options = args.options().unwrap();
+        assert_eq!(options.connect.port, 5433);
+        assert_eq!(options.connect.user, "postgres");
+        assert_eq!(options.jobs.get(), 2);
+        assert_eq!(options.parts.part_size.get(), 8 << 20);
+        assert_eq!(options.label.as_deref(), Some("nightly-1"));
+
+        let defaults = Cli::try_parse_from([PROGRAM, "backup"]).unwrap();
+        let Command::Backup(args) = defaults.command else {
+            panic!("backup")
+        };
+        assert_eq!(args.jobs, backup::DEFAULT_JOBS);
+        assert_eq!(args.part_size, 64);
+        assert_eq!(args.label, None);
+
+        for bad in [
+            &["--jobs", "0"][..],
+            &["--part-size", "0"],
+            &["--compress-level", "20"],
+        ] {
+            let mut argv = vec![PROGRAM, "backup"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from([PROGRAM, "backup", "--label", "../x"]).unwrap();
+        let Command::Backup(args) = cli.command else {
+            panic!("backup")
+        };
+        assert!(args.options().is_err());
     }
 
     #[test]

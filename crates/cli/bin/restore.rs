@@ -32,6 +32,15 @@ struct Cli {
 enum Command {
     /// Restore one WAL file (restore_command = 'walferry-restore fetch %f %p')
     Fetch(FetchArgs),
+    /// Show the repository: its cluster, backups, timelines, WAL ranges and gaps
+    Info(InfoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InfoArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +69,40 @@ fn main() -> ExitCode {
     walferry::init_logging(PROGRAM, &cli.global.log);
     match cli.command {
         Command::Fetch(args) => fetch_main(&cli.global.repo, args),
+        Command::Info(args) => match info(&cli.global.repo, &args) {
+            Ok(()) => walferry::exit_code(Exit::Success.code()),
+            Err((exit, err)) => {
+                walferry::report(PROGRAM, &err);
+                walferry::exit_code(exit.code())
+            }
+        },
     }
+}
+
+fn info(repo: &RepoArgs, args: &InfoArgs) -> Result<(), (Exit, anyhow::Error)> {
+    let usage = |e: anyhow::Error| (Exit::Usage, e);
+    let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;
+    let runtime = walferry::runtime().map_err(usage)?;
+    let result = runtime.block_on(async {
+        let store = Store::open(&config)
+            .await
+            .context("open repository")
+            .map_err(usage)?;
+        walferry_engine::info::info(&store, &CancellationToken::new())
+            .await
+            .map_err(|e| (Exit::for_kind(e.kind()), anyhow::Error::new(e)))
+    });
+    runtime.shutdown_background();
+    let report = result?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .context("format JSON")
+            .map_err(|e| (Exit::Bug, e))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }
 
 /// Reports an argument error on one line. PostgreSQL may be the caller, and an exit code from
@@ -172,7 +214,9 @@ mod tests {
             "pg_wal/RECOVERYXLOG",
         ])
         .unwrap();
-        let Command::Fetch(args) = cli.command;
+        let Command::Fetch(args) = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(args.name, "000000010000000000000001");
         assert_eq!(args.dest, PathBuf::from("pg_wal/RECOVERYXLOG"));
         assert!(Cli::try_parse_from([PROGRAM, "fetch", "x"]).is_err());

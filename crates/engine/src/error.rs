@@ -30,6 +30,9 @@ pub enum ErrorKind {
     LocalIo,
     /// The operation was cancelled.
     Cancelled,
+    /// PostgreSQL could not be reached, refused the connection or the command, or sent
+    /// something unexpected.
+    Postgres,
 }
 
 /// What went wrong in an engine operation. Messages are one line and name the object.
@@ -173,6 +176,69 @@ pub enum Error {
         source: Box<walferry_store::Error>,
     },
 
+    /// Talking to PostgreSQL failed (connecting, authenticating, a replication command).
+    #[error("{action}: {source}")]
+    Postgres {
+        /// What was being done ("connect for replication", "run BASE_BACKUP", ...).
+        action: &'static str,
+        /// The protocol client's error.
+        source: walferry_pgwire::Error,
+    },
+
+    /// The server is another cluster than the one the repository belongs to.
+    #[error(
+        "server {server} belongs to another cluster than repository {repo}: {mismatch}; HINT: each cluster needs its own repository (or prefix)"
+    )]
+    WrongServer {
+        /// The server (`host:port`).
+        server: String,
+        /// The repository URL.
+        repo: String,
+        /// How it differs.
+        mismatch: IdentityMismatch,
+    },
+
+    /// The server's base backup is not what walferry can store: an unexpected archive, an
+    /// invalid tar stream, a missing end position.
+    #[error("base backup '{label}' from {server}: {reason}")]
+    BadBackupStream {
+        /// The backup's label.
+        label: String,
+        /// The server (`host:port`).
+        server: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A backup label cannot name a backup.
+    #[error("backup label '{label}' {reason}")]
+    InvalidLabel {
+        /// The label.
+        label: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A backup with this label is already committed, or its parts are already stored.
+    #[error(
+        "backup '{label}' already exists in {repo} ('{key}'); HINT: every backup needs its own label"
+    )]
+    BackupExists {
+        /// The label.
+        label: String,
+        /// The object found.
+        key: String,
+        /// The repository URL.
+        repo: String,
+    },
+
+    /// The operation was cancelled before it completed; nothing was committed.
+    #[error("{operation} was cancelled; nothing was committed")]
+    Cancelled {
+        /// The operation (`base backup '<label>'`).
+        operation: String,
+    },
+
     /// Compressing failed; a bug or an invalid compression level.
     #[error("cannot compress '{name}': {source}")]
     Encode {
@@ -204,6 +270,12 @@ impl Error {
                 _ => ErrorKind::Storage,
             },
             Error::Encode { .. } => ErrorKind::BadInput,
+            Error::Postgres { source, .. } if source.is_config() => ErrorKind::Config,
+            Error::Postgres { .. } | Error::BadBackupStream { .. } => ErrorKind::Postgres,
+            Error::WrongServer { .. } => ErrorKind::WrongCluster,
+            Error::InvalidLabel { .. } => ErrorKind::Config,
+            Error::BackupExists { .. } => ErrorKind::Conflict,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }
 }

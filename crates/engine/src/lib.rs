@@ -2,6 +2,7 @@
 //!
 //! - [`push()`]: archive one WAL file (PostgreSQL's `archive_command`).
 //! - [`fetch()`]: restore one WAL file (PostgreSQL's `restore_command`).
+//! - [`backup::run()`]: take a base backup and store it (`walferry-archive backup`).
 //!
 //! Operations take a [`Store`] and a [`CancellationToken`], return typed [`Error`]s whose
 //! [`ErrorKind`] the binaries turn into exit codes, and keep CPU-heavy work (compression,
@@ -14,6 +15,7 @@
 pub mod backup;
 mod error;
 mod fetch;
+pub mod info;
 mod local;
 mod push;
 pub mod tar;
