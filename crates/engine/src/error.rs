@@ -247,6 +247,44 @@ pub enum Error {
         /// The codec's error.
         source: walferry_codec::Error,
     },
+
+    /// A restore target (the data directory or a tablespace directory) already holds files.
+    #[error(
+        "restore target '{path}' is not empty; HINT: restore into an empty or missing directory"
+    )]
+    TargetNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// A backup's manifest contradicts itself or the restore request.
+    #[error("backup '{label}' cannot be restored: {reason}")]
+    InvalidBackup {
+        /// The backup's label.
+        label: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A stored backup part decoded, but is not the part its manifest lists.
+    #[error(
+        "backup part '{key}' does not match its manifest: {reason}; HINT: run verification and restore the object from another copy if one exists"
+    )]
+    PartMismatch {
+        /// The part's key.
+        key: String,
+        /// How it differs.
+        reason: String,
+    },
+
+    /// A restored file does not have the content its backup manifest records.
+    #[error("restored file '{path}' does not match its backup manifest: {reason}")]
+    RestoredFileMismatch {
+        /// The file.
+        path: PathBuf,
+        /// How it differs.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -276,6 +314,10 @@ impl Error {
             Error::InvalidLabel { .. } => ErrorKind::Config,
             Error::BackupExists { .. } => ErrorKind::Conflict,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::TargetNotEmpty { .. } => ErrorKind::Config,
+            Error::InvalidBackup { .. }
+            | Error::PartMismatch { .. }
+            | Error::RestoredFileMismatch { .. } => ErrorKind::Corrupt,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! - [`push()`]: archive one WAL file (PostgreSQL's `archive_command`).
 //! - [`fetch()`]: restore one WAL file (PostgreSQL's `restore_command`).
 //! - [`backup::run()`]: take a base backup and store it (`walferry-archive backup`).
+//! - [`restore::unpack::unpack()`]: unpack a stored base backup into a data directory.
 //!
 //! Operations take a [`Store`] and a [`CancellationToken`], return typed [`Error`]s whose
 //! [`ErrorKind`] the binaries turn into exit codes, and keep CPU-heavy work (compression,
@@ -18,6 +19,7 @@ mod fetch;
 pub mod info;
 mod local;
 mod push;
+pub mod restore;
 pub mod tar;
 
 use walferry_store::{ObjectKey, Store};
