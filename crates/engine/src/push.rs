@@ -76,38 +76,12 @@ pub async fn push(
 
     let identity = identify(&name, &data, path).await?;
     let repo = store.location().to_owned();
-    let descriptor = match repo_io::load_descriptor(store, cancel)
-        .await
-        .map_err(|e| manifest_error(e, &repo))?
-    {
-        Some(d) => d,
-        None => {
-            let Some(identity) = identity else {
-                return Err(Error::NoIdentity {
-                    repo,
-                    name: name_text,
-                });
-            };
-            let created = repo_io::create_descriptor(store, &RepoDescriptor::new(identity), cancel)
-                .await
-                .map_err(|e| match manifest_error(e, &repo) {
-                    Error::Store {
-                        key, repo, source, ..
-                    } => Error::Store {
-                        action: "create descriptor",
-                        key,
-                        repo,
-                        source,
-                    },
-                    other => other,
-                })?;
-            info!(
-                repo = %repo,
-                system_identifier = created.system_identifier,
-                "created repository descriptor"
-            );
-            created
-        }
+    let Some(descriptor) = load_or_create_descriptor(store, identity.as_ref(), cancel).await?
+    else {
+        return Err(Error::NoIdentity {
+            repo,
+            name: name_text,
+        });
     };
     if let Some(identity) = &identity {
         descriptor
@@ -285,6 +259,45 @@ fn newest_segment_identity(dir: &Path) -> Option<ClusterIdentity> {
         }
     }
     None
+}
+
+/// The repository's descriptor, created from `identity` with a create-only put when the
+/// repository has none yet (the first push or backup). `None` when there is none and no
+/// identity to create it from.
+pub(crate) async fn load_or_create_descriptor(
+    store: &Store,
+    identity: Option<&ClusterIdentity>,
+    cancel: &CancellationToken,
+) -> Result<Option<RepoDescriptor>> {
+    let repo = store.location();
+    if let Some(d) = repo_io::load_descriptor(store, cancel)
+        .await
+        .map_err(|e| manifest_error(e, repo))?
+    {
+        return Ok(Some(d));
+    }
+    let Some(identity) = identity else {
+        return Ok(None);
+    };
+    let created = repo_io::create_descriptor(store, &RepoDescriptor::new(*identity), cancel)
+        .await
+        .map_err(|e| match manifest_error(e, repo) {
+            Error::Store {
+                key, repo, source, ..
+            } => Error::Store {
+                action: "create descriptor",
+                key,
+                repo,
+                source,
+            },
+            other => other,
+        })?;
+    info!(
+        repo = %repo,
+        system_identifier = created.system_identifier,
+        "created repository descriptor"
+    );
+    Ok(Some(created))
 }
 
 pub(crate) fn manifest_error(e: repo_io::Error, repo: &str) -> Error {

@@ -23,9 +23,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, info};
 use walferry_manifest::backup::{FORMAT, Oid, Tablespace, label_problem};
-use walferry_manifest::{
-    BackupManifest, ClusterIdentity, RepoDescriptor, Timestamp, io as repo_io, layout,
-};
+use walferry_manifest::{BackupManifest, ClusterIdentity, Timestamp, io as repo_io, layout};
 use walferry_pgwire::{BackupEvent, BaseBackupOptions, ReplicationClient};
 use walferry_store::{ArchiveStore, CancellationToken, ObjectKey, PutMode, Store};
 use walferry_wal::{Lsn, TimelineId, WalSegSize};
@@ -34,7 +32,7 @@ pub use walferry_pgwire::ConnectOptions;
 
 use super::parts::{FinishedPart, PartError, PartOptions, PartWriter};
 use crate::error::{Error, Result};
-use crate::push::manifest_error;
+use crate::push::load_or_create_descriptor;
 use crate::{blocking, store_error};
 
 /// The default number of part uploads in flight.
@@ -267,20 +265,11 @@ async fn check_descriptor(
     cancel: &CancellationToken,
 ) -> Result<()> {
     let repo = store.location().to_owned();
-    let descriptor = match repo_io::load_descriptor(store, cancel)
-        .await
-        .map_err(|e| manifest_error(e, &repo))?
-    {
-        Some(d) => d,
-        None => {
-            let created =
-                repo_io::create_descriptor(store, &RepoDescriptor::new(*identity), cancel)
-                    .await
-                    .map_err(|e| manifest_error(e, &repo))?;
-            info!(repo = %repo, system_identifier = created.system_identifier, "created repository descriptor");
-            created
-        }
-    };
+    let descriptor = load_or_create_descriptor(store, Some(identity), cancel)
+        .await?
+        .ok_or_else(|| Error::Internal {
+            message: "no descriptor although an identity was given".into(),
+        })?;
     descriptor
         .check(identity)
         .map_err(|mismatch| Error::WrongServer {
