@@ -89,18 +89,27 @@ pub enum TarError {
 enum State {
     /// Collecting a header block.
     Header,
-    /// Passing `remaining` bytes of content, then `padding` bytes of padding.
-    Content { remaining: u64, padding: usize },
-    /// Skipping the content of an extended header (pax or GNU long name) into `pending`.
-    Extended {
+    /// Passing `remaining` bytes of a member's body to `target`, then skipping `padding`
+    /// bytes to the next block boundary.
+    Body {
         remaining: u64,
         padding: usize,
-        flag: u8,
+        target: Target,
     },
     /// Saw one zero block.
     OneZeroBlock,
     /// Saw the end-of-archive marker; only zeros may follow.
     Done,
+}
+
+/// Where a member's body goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A file's content, to the sink.
+    Content,
+    /// An extended header (pax `x`/`g`, GNU `L`/`K`, by type flag), collected for the next
+    /// entry.
+    Extended(u8),
 }
 
 /// Extended-header values that apply to the next entry.
@@ -169,54 +178,29 @@ impl TarReader {
                         self.offset += BLOCK as u64;
                     }
                 }
-                State::Content { remaining, padding } => {
-                    if remaining > 0 {
-                        let take = usize::try_from(remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(chunk.len());
-                        sink.data(&chunk[..take])?;
-                        chunk = &chunk[take..];
-                        self.offset += take as u64;
-                        let remaining = remaining - take as u64;
-                        self.state = State::Content { remaining, padding };
-                        if remaining == 0 {
-                            sink.end_entry()?;
-                        }
-                    } else {
-                        let take = padding.min(chunk.len());
-                        chunk = &chunk[take..];
-                        self.offset += take as u64;
-                        let padding = padding - take;
-                        self.state = if padding == 0 {
-                            State::Header
-                        } else {
-                            State::Content {
-                                remaining: 0,
-                                padding,
-                            }
-                        };
-                    }
-                }
-                State::Extended {
+                State::Body {
                     remaining,
                     padding,
-                    flag,
+                    target,
                 } => {
                     if remaining > 0 {
                         let take = usize::try_from(remaining)
                             .unwrap_or(usize::MAX)
                             .min(chunk.len());
-                        self.extended.extend_from_slice(&chunk[..take]);
+                        match target {
+                            Target::Content => sink.data(&chunk[..take])?,
+                            Target::Extended(_) => self.extended.extend_from_slice(&chunk[..take]),
+                        }
                         chunk = &chunk[take..];
                         self.offset += take as u64;
                         let remaining = remaining - take as u64;
-                        self.state = State::Extended {
+                        self.state = State::Body {
                             remaining,
                             padding,
-                            flag,
+                            target,
                         };
                         if remaining == 0 {
-                            self.apply_extended(flag)?;
+                            self.end_body(target, sink)?;
                         }
                     } else {
                         let take = padding.min(chunk.len());
@@ -226,10 +210,10 @@ impl TarReader {
                         self.state = if padding == 0 {
                             State::Header
                         } else {
-                            State::Extended {
+                            State::Body {
                                 remaining: 0,
                                 padding,
-                                flag,
+                                target,
                             }
                         };
                     }
@@ -287,25 +271,12 @@ impl TarReader {
                 if size > MAX_EXTENDED {
                     return Err(self.bad(format!("extended header of {size} bytes")).into());
                 }
-                self.extended.clear();
-                self.state = State::Extended {
-                    remaining: size,
-                    padding,
-                    flag,
-                };
-                if size == 0 {
-                    self.apply_extended(flag)?;
-                }
+                self.start_body(size, padding, Target::Extended(flag), sink)?;
                 return Ok(());
             }
             // Global pax headers carry nothing PostgreSQL relies on.
             b'g' => {
-                self.extended.clear();
-                self.state = State::Extended {
-                    remaining: size,
-                    padding,
-                    flag,
-                };
+                self.start_body(size, padding, Target::Extended(flag), sink)?;
                 return Ok(());
             }
             _ => {}
@@ -350,16 +321,35 @@ impl TarReader {
             mtime,
             size,
         })?;
+        self.start_body(size, padding_of(size), Target::Content, sink)
+    }
+
+    /// Starts a member's body; an empty body ends at once.
+    fn start_body<S: TarSink>(
+        &mut self,
+        size: u64,
+        padding: usize,
+        target: Target,
+        sink: &mut S,
+    ) -> Result<(), S::Error> {
+        self.extended.clear();
+        self.state = State::Body {
+            remaining: size,
+            padding,
+            target,
+        };
         if size == 0 {
-            sink.end_entry()?;
-            self.state = State::Header;
-        } else {
-            self.state = State::Content {
-                remaining: size,
-                padding: padding_of(size),
-            };
+            self.end_body(target, sink)?;
         }
         Ok(())
+    }
+
+    /// A member's body is complete.
+    fn end_body<S: TarSink>(&mut self, target: Target, sink: &mut S) -> Result<(), S::Error> {
+        match target {
+            Target::Content => sink.end_entry(),
+            Target::Extended(flag) => Ok(self.apply_extended(flag)?),
+        }
     }
 
     fn apply_extended(&mut self, flag: u8) -> Result<(), TarError> {
