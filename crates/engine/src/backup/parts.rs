@@ -419,7 +419,7 @@ impl TarSink for Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tar::tests::archive;
     use walferry_manifest::backup::{FORMAT, Tablespace, Totals};
@@ -431,6 +431,41 @@ mod tests {
             part_size: NonZeroU64::new(part_size).unwrap(),
             level: 3,
         }
+    }
+
+    /// A validated manifest of label `label` around a writer's output, with one tablespace
+    /// (`oid` at /srv/ts1, `ts_bytes` long) and plausible positions and times.
+    pub(crate) fn manifest_around(
+        label: &str,
+        oid: Oid,
+        ts_bytes: u64,
+        parts: Vec<BackupPart>,
+        files: Vec<BackupFile>,
+    ) -> BackupManifest {
+        let mut manifest = BackupManifest {
+            format: FORMAT,
+            label: label.into(),
+            system_identifier: 7_441_234_567_890_123_456,
+            pg_version: PgVersion::V15,
+            wal_segment_size: WalSegSize::DEFAULT,
+            start_lsn: Lsn(0x500_0028),
+            start_timeline: TimelineId::new(1).unwrap(),
+            stop_lsn: Lsn(0x500_0138),
+            stop_timeline: TimelineId::new(1).unwrap(),
+            start_time: Timestamp::from_unix_seconds(1_795_582_800).unwrap(),
+            stop_time: Timestamp::from_unix_seconds(1_795_582_807).unwrap(),
+            tablespaces: vec![Tablespace {
+                oid,
+                location: "/srv/ts1".into(),
+                original_bytes: ts_bytes,
+            }],
+            parts,
+            files,
+            totals: Totals::default(),
+        };
+        manifest.totals = manifest.compute_totals();
+        manifest.validate().unwrap();
+        manifest
     }
 
     /// Feeds `data` in chunks cycling through `sizes`; returns everything the writer made.
@@ -557,29 +592,13 @@ mod tests {
         assert_eq!(ts_parts[0].name, "16385.tar.0000.zst");
         assert!(ts_files.iter().all(|f| f.tablespace == Some(oid)));
 
-        let mut manifest = BackupManifest {
-            format: FORMAT,
-            label: "20261125T050000Z".into(),
-            system_identifier: 7_441_234_567_890_123_456,
-            pg_version: PgVersion::V15,
-            wal_segment_size: WalSegSize::DEFAULT,
-            start_lsn: Lsn(0x500_0028),
-            start_timeline: TimelineId::new(1).unwrap(),
-            stop_lsn: Lsn(0x500_0138),
-            stop_timeline: TimelineId::new(1).unwrap(),
-            start_time: Timestamp::from_unix_seconds(1_795_582_800).unwrap(),
-            stop_time: Timestamp::from_unix_seconds(1_795_582_807).unwrap(),
-            tablespaces: vec![Tablespace {
-                oid,
-                location: "/srv/ts1".into(),
-                original_bytes: ts.len() as u64,
-            }],
-            parts: ts_parts.into_iter().chain(parts).collect(),
-            files: ts_files.into_iter().chain(files).collect(),
-            totals: Totals::default(),
-        };
-        manifest.totals = manifest.compute_totals();
-        manifest.validate().unwrap();
+        let mut manifest = manifest_around(
+            "20261125T050000Z",
+            oid,
+            ts.len() as u64,
+            ts_parts.into_iter().chain(parts).collect(),
+            ts_files.into_iter().chain(files).collect(),
+        );
         let again = BackupManifest::from_json(&manifest.to_json()).unwrap();
         assert_eq!(again, manifest);
         let pg_control = manifest

@@ -580,14 +580,13 @@ fn to_usize(n: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::parts::tests::manifest_around;
     use crate::backup::parts::{PartOptions, PartWriter};
     use crate::tar::tests::header;
     use bytes::Bytes;
     use std::num::NonZeroU64;
     use std::os::unix::fs::MetadataExt;
-    use walferry_manifest::backup::{FORMAT, Tablespace, Totals};
     use walferry_store::{MemoryStore, PutMode, RetryConfig};
-    use walferry_wal::{Lsn, PgVersion, TimelineId, WalSegSize};
 
     const LABEL: &str = "20261125T050000Z";
     const OID: Oid = Oid(16385);
@@ -675,29 +674,7 @@ mod tests {
             parts.extend(p);
             files.extend(f);
         }
-        let mut manifest = BackupManifest {
-            format: FORMAT,
-            label: LABEL.into(),
-            system_identifier: 7_441_234_567_890_123_456,
-            pg_version: PgVersion::V15,
-            wal_segment_size: WalSegSize::DEFAULT,
-            start_lsn: Lsn(0x500_0028),
-            start_timeline: TimelineId::new(1).unwrap(),
-            stop_lsn: Lsn(0x500_0138),
-            stop_timeline: TimelineId::new(1).unwrap(),
-            start_time: Timestamp::from_unix_seconds(1_795_582_800).unwrap(),
-            stop_time: Timestamp::from_unix_seconds(1_795_582_807).unwrap(),
-            tablespaces: vec![Tablespace {
-                oid: OID,
-                location: "/srv/ts1".into(),
-                original_bytes: ts_tar.len() as u64,
-            }],
-            parts,
-            files,
-            totals: Totals::default(),
-        };
-        manifest.totals = manifest.compute_totals();
-        manifest.validate().unwrap();
+        let manifest = manifest_around(LABEL, OID, ts_tar.len() as u64, parts, files);
         Fixture {
             store,
             manifest,
