@@ -115,6 +115,84 @@ pub struct S3Options {
     pub secret_access_key: Option<String>,
     /// A session token for temporary credentials.
     pub session_token: Option<String>,
+    /// When and how large bodies go up as multipart uploads.
+    pub multipart: MultipartOptions,
+}
+
+/// Multipart uploads in the S3 backend.
+///
+/// A put of more than `threshold` bytes goes up as a multipart upload of `part_size` parts
+/// (the last one shorter), `concurrency` of them in flight, each request timed out and
+/// retried on its own under the store's [`RetryConfig`]. The object appears only when the
+/// upload completes, whole, with the same create-only guarantee as a single PUT. A body that
+/// would need more than 10,000 parts (S3's limit) gets larger parts.
+///
+/// S3 requires parts of at least 5 MiB (all but the last) and at most 5 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultipartOptions {
+    /// Bodies larger than this many bytes use a multipart upload; at least `part_size`.
+    pub threshold: u64,
+    /// Bytes in each part but the last; 5 MiB to 5 GiB.
+    pub part_size: u64,
+    /// Parts of one upload in flight at once. Each also takes a slot of the store's
+    /// concurrency limit.
+    pub concurrency: NonZeroUsize,
+}
+
+impl MultipartOptions {
+    /// S3's smallest part but the last: 5 MiB.
+    pub const MIN_PART_SIZE: u64 = 5 << 20;
+    /// S3's largest part: 5 GiB.
+    pub const MAX_PART_SIZE: u64 = 5 << 30;
+    /// S3's most parts in one upload.
+    pub const MAX_PARTS: u64 = 10_000;
+
+    /// The defaults: above 32 MiB, 16 MiB parts, 4 in flight. A 16 MiB WAL segment (after
+    /// compression, smaller still) always goes in one PUT; a 64 MiB base-backup part goes as
+    /// four parts, so one slow or failed request costs a quarter of it.
+    pub const DEFAULT: MultipartOptions = MultipartOptions {
+        threshold: 32 << 20,
+        part_size: 16 << 20,
+        concurrency: NonZeroUsize::new(4).expect("4 is not zero"),
+    };
+
+    /// Checks the limits S3 sets.
+    pub fn validate(&self) -> Result<()> {
+        if !(Self::MIN_PART_SIZE..=Self::MAX_PART_SIZE).contains(&self.part_size) {
+            return Err(Error::InvalidConfig {
+                message: format!(
+                    "multipart part size {} is outside S3's limits; HINT: use 5 MiB (5242880) to 5 GiB",
+                    self.part_size
+                ),
+            });
+        }
+        if self.threshold < self.part_size {
+            return Err(Error::InvalidConfig {
+                message: format!(
+                    "multipart threshold {} is below the part size {}; HINT: set the threshold to at least the part size",
+                    self.threshold, self.part_size
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a body of `len` bytes goes up as a multipart upload.
+    pub fn applies_to(&self, len: u64) -> bool {
+        len > self.threshold
+    }
+
+    /// The part size for a body of `len` bytes: `part_size`, or larger when that would make
+    /// more than [`MAX_PARTS`](Self::MAX_PARTS) parts.
+    pub fn part_size_for(&self, len: u64) -> u64 {
+        self.part_size.max(len.div_ceil(Self::MAX_PARTS))
+    }
+}
+
+impl Default for MultipartOptions {
+    fn default() -> Self {
+        MultipartOptions::DEFAULT
+    }
 }
 
 impl fmt::Debug for S3Options {
@@ -133,6 +211,7 @@ impl fmt::Debug for S3Options {
                 "session_token",
                 &self.session_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("multipart", &self.multipart)
             .finish()
     }
 }
@@ -225,6 +304,35 @@ mod tests {
         for url in ["file:///a/b", "s3://bkt", "s3://bkt/p/q"] {
             assert_eq!(Location::parse(url).unwrap().to_string(), url);
         }
+    }
+
+    #[test]
+    fn multipart_limits() {
+        let mib = 1u64 << 20;
+        let with = |threshold, part_size| MultipartOptions {
+            threshold,
+            part_size,
+            ..MultipartOptions::DEFAULT
+        };
+        let cases = [
+            ("defaults", MultipartOptions::DEFAULT, true),
+            ("smallest parts", with(6 * mib, 5 * mib), true),
+            ("threshold equals part size", with(5 * mib, 5 * mib), true),
+            ("parts below 5 MiB", with(8 * mib, 4 * mib), false),
+            ("parts above 5 GiB", with(8 << 30, (5 << 30) + 1), false),
+            ("threshold below part size", with(5 * mib, 6 * mib), false),
+        ];
+        for (name, options, ok) in cases {
+            assert_eq!(options.validate().is_ok(), ok, "{name}");
+        }
+        let d = MultipartOptions::DEFAULT;
+        assert!(!d.applies_to(32 * mib));
+        assert!(d.applies_to(32 * mib + 1));
+        assert_eq!(d.part_size_for(64 * mib), 16 * mib);
+        // 1 TiB in at most 10,000 parts.
+        let tib = 1u64 << 40;
+        let part = d.part_size_for(tib);
+        assert!(tib.div_ceil(part) <= MultipartOptions::MAX_PARTS, "{part}");
     }
 
     #[test]

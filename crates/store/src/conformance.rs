@@ -16,8 +16,35 @@ fn key(base: &str, rel: &str) -> ObjectKey {
     ObjectKey::new(format!("{base}/{rel}")).expect("conformance keys are valid")
 }
 
+/// What a backend under test is known to lack, so that the suite can say which checks it
+/// leaves out instead of failing on a known gap or passing over it in silence.
+///
+/// Walferry's own backends and AWS S3 have everything ([`Capabilities::FULL`]); only test
+/// servers standing in for S3 may lack something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Concurrent create-only multipart uploads of one key have exactly one winner: the server
+    /// checks `If-None-Match: *` on CompleteMultipartUpload atomically with creating the
+    /// object. AWS S3 does. moto 5.2.5 checks it before assembling the parts, without a lock,
+    /// so racing completes can all succeed (a sequential refusal still works there).
+    pub atomic_multipart_create: bool,
+}
+
+impl Capabilities {
+    /// Every contract holds; the suite checks all of it.
+    pub const FULL: Capabilities = Capabilities {
+        atomic_multipart_create: true,
+    };
+}
+
 /// Runs every check in order.
 pub async fn run_all(store: &Store, base: &str) {
+    run_with(store, base, Capabilities::FULL).await;
+}
+
+/// Runs every check that `capabilities` allows, in order, and prints one `not checked:` line
+/// for each one it leaves out.
+pub async fn run_with(store: &Store, base: &str, capabilities: Capabilities) {
     put_get_head_round_trip(store, base).await;
     missing_objects_are_not_found(store, base).await;
     create_never_overwrites(store, base).await;
@@ -28,6 +55,165 @@ pub async fn run_all(store: &Store, base: &str) {
     delete_is_idempotent(store, base).await;
     empty_and_large_objects(store, base).await;
     unusual_key_characters(store, base).await;
+    multipart_round_trip(store, base).await;
+    multipart_create_never_overwrites(store, base).await;
+    if capabilities.atomic_multipart_create {
+        multipart_concurrent_creates_have_one_winner(store, base).await;
+    } else {
+        println!(
+            "not checked: multipart_concurrent_creates_have_one_winner (the server does not check If-None-Match on CompleteMultipartUpload atomically)"
+        );
+    }
+}
+
+/// The size of the body of the multipart checks: 13 MiB, which is three parts (5 + 5 + 3 MiB)
+/// for an S3 store configured with [`MultipartOptions::MIN_PART_SIZE`] parts above a 6 MiB
+/// threshold, as `tests/conformance.rs` configures its S3 stores. Other backends just store it.
+///
+/// [`MultipartOptions::MIN_PART_SIZE`]: crate::MultipartOptions::MIN_PART_SIZE
+pub const MULTIPART_BODY_SIZE: usize = 13 << 20;
+
+/// A body of `len` bytes that does not repeat at any power-of-two period, so that parts put
+/// in the wrong order or twice cannot go unnoticed. `seed` makes bodies differ.
+pub fn patterned_body(len: usize, seed: u64) -> Bytes {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// A large object (a multipart upload on S3) round-trips byte for byte, `head` reports its
+/// size, ranges across part boundaries read right, and no upload is left in progress.
+pub async fn multipart_round_trip(store: &Store, base: &str) {
+    let cancel = CancellationToken::new();
+    let k = key(base, "multipart/large");
+    let body = patterned_body(MULTIPART_BODY_SIZE, 1);
+    store
+        .put(&k, body.clone(), PutMode::Create, &cancel)
+        .await
+        .expect("multipart: put");
+    let got = store.get(&k, None, &cancel).await.expect("multipart: get");
+    assert_eq!(got.body.len(), body.len(), "multipart: size");
+    assert!(got.body == body, "multipart: body differs");
+    let meta = store.head(&k, &cancel).await.expect("multipart: head");
+    assert_eq!(meta.size, body.len() as u64, "multipart: head size");
+    let boundary = 5u64 << 20;
+    let range = boundary - 10..boundary + 10;
+    let got = store
+        .get(&k, Some(range.clone()), &cancel)
+        .await
+        .expect("multipart: ranged get");
+    assert_eq!(
+        &got.body[..],
+        &body[range.start as usize..range.end as usize],
+        "multipart: range across a part boundary"
+    );
+    let pending = store
+        .incomplete_uploads(&format!("{base}/multipart/"), &cancel)
+        .await
+        .expect("multipart: list uploads in progress");
+    assert!(
+        pending.is_empty(),
+        "multipart: uploads left in progress: {pending:?}"
+    );
+}
+
+/// A create-only large put over an existing key fails with `AlreadyExists`, leaves the
+/// original whole, and leaves no upload in progress.
+pub async fn multipart_create_never_overwrites(store: &Store, base: &str) {
+    let cancel = CancellationToken::new();
+    let k = key(base, "multipart/create-once");
+    let first = patterned_body(MULTIPART_BODY_SIZE, 2);
+    store
+        .put(&k, first.clone(), PutMode::Create, &cancel)
+        .await
+        .expect("multipart create: first put");
+    let err = store
+        .put(
+            &k,
+            patterned_body(MULTIPART_BODY_SIZE, 3),
+            PutMode::Create,
+            &cancel,
+        )
+        .await
+        .expect_err("multipart create: second put must fail");
+    assert!(
+        err.is_already_exists(),
+        "multipart create: second put gave {err:?}"
+    );
+    let got = store
+        .get(&k, None, &cancel)
+        .await
+        .expect("multipart create: get");
+    assert!(
+        got.body == first,
+        "multipart create: content must be unchanged"
+    );
+    let pending = store
+        .incomplete_uploads(&format!("{base}/multipart/"), &cancel)
+        .await
+        .expect("multipart create: list uploads in progress");
+    assert!(
+        pending.is_empty(),
+        "multipart create: the refused upload was not aborted: {pending:?}"
+    );
+}
+
+/// Three writers racing to create one key with large puts: exactly one wins, the rest see
+/// `AlreadyExists`, the stored object is the winner's, whole, and the losers' uploads are
+/// aborted.
+pub async fn multipart_concurrent_creates_have_one_winner(store: &Store, base: &str) {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(store.clone());
+    let k = key(base, "multipart/race");
+    let mut tasks = Vec::new();
+    for writer in 0..3u64 {
+        let store = Arc::clone(&store);
+        let k = k.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = store
+                .put(
+                    &k,
+                    patterned_body(MULTIPART_BODY_SIZE, 10 + writer),
+                    PutMode::Create,
+                    &CancellationToken::new(),
+                )
+                .await;
+            (writer, r)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (writer, r) = task.await.expect("multipart race: task");
+        match r {
+            Ok(()) => winners.push(writer),
+            Err(e) => assert!(e.is_already_exists(), "multipart race: loser got {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "multipart race: winners {winners:?}");
+    let got = store
+        .get(&k, None, &cancel)
+        .await
+        .expect("multipart race: get");
+    assert!(
+        got.body == patterned_body(MULTIPART_BODY_SIZE, 10 + winners[0]),
+        "multipart race: stored object is not the winner's, whole"
+    );
+    let pending = store
+        .incomplete_uploads(&format!("{base}/multipart/"), &cancel)
+        .await
+        .expect("multipart race: list uploads in progress");
+    assert!(
+        pending.is_empty(),
+        "multipart race: losing uploads were not aborted: {pending:?}"
+    );
 }
 
 /// A put is readable back byte for byte, and `head` reports its size.

@@ -10,12 +10,14 @@
 //!   directory is fsynced: readers never see a partial object and an acknowledged put survives a
 //!   crash.
 //! - [`S3Store`]: an S3 bucket and prefix, `s3://bucket/prefix`, with a custom endpoint and path
-//!   style for S3-compatible servers. Create-only puts send `If-None-Match: *`.
+//!   style for S3-compatible servers. Create-only puts send `If-None-Match: *`. Bodies above
+//!   [`MultipartOptions::threshold`] go up as multipart uploads.
 //! - [`MemoryStore`]: in-process, for unit tests.
 //!
 //! [`Store`] is the enum the binaries build from configuration ([`StoreConfig`]). It adds what
 //! every backend needs once: a per-request timeout, retries with backoff and jitter within a
-//! budget ([`RetryConfig`]), and a concurrency limit.
+//! budget ([`RetryConfig`]), and a concurrency limit; for an S3 multipart upload, to each of
+//! its requests.
 //!
 //! Contracts every backend keeps (checked by the `conformance` suite, feature `testing`):
 //! - [`PutMode::Create`] never replaces an existing object: it fails with
@@ -43,7 +45,7 @@ use std::ops::Range;
 use bytes::Bytes;
 pub use tokio_util::sync::CancellationToken;
 
-pub use config::{Location, S3Options, StoreConfig};
+pub use config::{Location, MultipartOptions, S3Options, StoreConfig};
 pub use error::{Error, Result};
 pub use key::ObjectKey;
 pub use local::LocalStore;
@@ -82,7 +84,9 @@ pub struct GetResult {
 
 /// The operations a repository needs from its storage.
 ///
-/// Each method runs one attempt; [`Store`] wraps backends with timeouts and retries. Every
+/// Each method runs one attempt; [`Store`] wraps backends with timeouts and retries. (The one
+/// exception, [`S3Store`]'s multipart put, is many requests and applies the store's retry
+/// policy to each of them itself.) Every
 /// method takes a [`CancellationToken`] and returns promptly with [`Error::Cancelled`] when it
 /// fires.
 pub trait ArchiveStore: Send + Sync {

@@ -2,9 +2,11 @@
 //! budget, retrying only what [`Error::is_retryable`] accepts.
 
 use std::future::Future;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -63,6 +65,49 @@ impl RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig::RESTORE
+    }
+}
+
+/// What every request to a store goes through: a slot of the concurrency limit, then [`retry`].
+///
+/// Cloning is cheap and clones share the limit.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestPolicy {
+    retry: RetryConfig,
+    limit: Arc<Semaphore>,
+}
+
+impl RequestPolicy {
+    pub(crate) fn new(retry: RetryConfig, concurrency: NonZeroUsize) -> RequestPolicy {
+        RequestPolicy {
+            retry,
+            limit: Arc::new(Semaphore::new(concurrency.get())),
+        }
+    }
+
+    pub(crate) fn retry_config(&self) -> &RetryConfig {
+        &self.retry
+    }
+
+    /// Waits for a slot (or cancellation), then runs `attempt` under [`retry`], holding the
+    /// slot throughout.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        cancel: &CancellationToken,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let _permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            permit = self.limit.acquire() => permit.map_err(|_| Error::Cancelled)?,
+        };
+        retry(&self.retry, op, key, cancel, attempt).await
     }
 }
 

@@ -7,21 +7,40 @@
 //!   (signing costs a SHA-256 pass over every byte), which is safe because the checksum covers
 //!   the body and the connection is TLS for real S3.
 //! - Plain `http://` endpoints are accepted only on loopback unless explicitly allowed.
+//! - A body larger than [`MultipartOptions::threshold`] goes up as a multipart upload:
+//!   CreateMultipartUpload, UploadPart for each zero-copy slice of the body
+//!   ([`MultipartOptions::concurrency`] in flight), then CompleteMultipartUpload, which carries
+//!   `If-None-Match: *` for a create-only put, so the object appears whole or not at all and a
+//!   `412` is [`Error::AlreadyExists`] as for a single PUT. Each of these requests takes a slot
+//!   of the store's concurrency limit and is timed out and retried on its own under the store's
+//!   [`RetryConfig`](crate::RetryConfig) (the one retry loop), so a failed part costs one part.
+//!   On any failure or cancellation the upload is aborted, best effort; an upload left behind
+//!   (the abort failed, or the put future was dropped) holds storage until a bucket lifecycle
+//!   rule (`AbortIncompleteMultipartUpload`) removes it. Parts carry CRC32 checksums, as single
+//!   PUTs do.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{S3Options, StoreConfig};
+use crate::config::{MultipartOptions, S3Options, StoreConfig};
 use crate::error::{Error, Result};
+use crate::retry::{RequestPolicy, retry};
 use crate::{ArchiveStore, GetResult, ObjectKey, ObjectMeta, PutMode};
+
+/// The longest an abort of a failed multipart upload may take, retries included. It runs
+/// after the put has already failed (or been cancelled), so it must not hold the caller long.
+const ABORT_BUDGET: Duration = Duration::from_secs(10);
 
 /// A store in an S3 bucket under a key prefix.
 #[derive(Debug, Clone)]
@@ -30,6 +49,12 @@ pub struct S3Store {
     bucket: String,
     /// Empty, or the prefix followed by `/`.
     prefix: String,
+    multipart: MultipartOptions,
+    /// The concurrency limit and retries for the requests of multipart uploads; [`Store`]
+    /// shares it.
+    ///
+    /// [`Store`]: crate::Store
+    policy: RequestPolicy,
 }
 
 impl S3Store {
@@ -37,6 +62,7 @@ impl S3Store {
     /// is sent.
     pub async fn new(bucket: &str, prefix: &str, config: &StoreConfig) -> Result<S3Store> {
         let options = &config.s3;
+        options.multipart.validate()?;
         if let Some(endpoint) = &options.endpoint {
             check_endpoint(endpoint, options)?;
         }
@@ -87,7 +113,20 @@ impl S3Store {
             } else {
                 format!("{prefix}/")
             },
+            multipart: options.multipart,
+            policy: RequestPolicy::new(config.retry.clone(), config.concurrency),
         })
+    }
+
+    /// The concurrency limit and retry policy of this store's multipart requests.
+    pub(crate) fn policy(&self) -> &RequestPolicy {
+        &self.policy
+    }
+
+    /// Whether a put of `len` bytes goes up as a multipart upload, whose requests are retried
+    /// inside [`ArchiveStore::put`] rather than by the caller.
+    pub(crate) fn uses_multipart(&self, len: usize) -> bool {
+        self.multipart.applies_to(len as u64)
     }
 
     fn full_key(&self, key: &ObjectKey) -> String {
@@ -200,14 +239,272 @@ fn check_endpoint(endpoint: &str, options: &S3Options) -> Result<()> {
     }
 }
 
+/// Multipart uploads, as the module docs describe.
+impl S3Store {
+    /// Puts `body` as a multipart upload, aborting it on any failure.
+    async fn put_multipart(
+        &self,
+        key: &ObjectKey,
+        body: Bytes,
+        mode: PutMode,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let full = self.full_key(key);
+        let upload_id = self
+            .policy
+            .run("create multipart upload", key.as_str(), cancel, || async {
+                let out = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err("create multipart upload", key.as_str(), e))?;
+                match out.upload_id() {
+                    Some(id) if !id.is_empty() => Ok(id.to_owned()),
+                    _ => Err(Error::Permanent {
+                        op: "create multipart upload",
+                        key: key.to_string(),
+                        message: "the server answered without an upload id".into(),
+                    }),
+                }
+            })
+            .await?;
+        let result = self
+            .upload_parts_and_complete(key, &full, &upload_id, body, mode, cancel)
+            .await;
+        if let Err(err) = &result {
+            self.abort_upload(key, &full, &upload_id, err).await;
+        }
+        result
+    }
+
+    /// Uploads the parts of `body`, then completes the upload: the object exists only after
+    /// this returns `Ok`.
+    async fn upload_parts_and_complete(
+        &self,
+        key: &ObjectKey,
+        full: &str,
+        upload_id: &str,
+        body: Bytes,
+        mode: PutMode,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let part_size = self.multipart.part_size_for(body.len() as u64);
+        let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
+        let ranges: Vec<Range<usize>> = (0..body.len())
+            .step_by(part_size)
+            .map(|start| start..start.saturating_add(part_size).min(body.len()))
+            .collect();
+        let total = ranges.len();
+        let uploads = ranges.into_iter().enumerate().map(|(i, range)| {
+            let chunk = body.slice(range);
+            async move {
+                let number = i32::try_from(i + 1).map_err(|_| Error::Permanent {
+                    op: "upload part",
+                    key: key.to_string(),
+                    message: format!("part {} is past S3's limit of 10,000 parts", i + 1),
+                })?;
+                self.upload_part(key, full, upload_id, number, total, chunk, cancel)
+                    .await
+            }
+        });
+        // On the first failure the stream is dropped, which cancels the parts in flight.
+        let mut parts: Vec<CompletedPart> = futures::stream::iter(uploads)
+            .buffer_unordered(self.multipart.concurrency.get())
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p| p.part_number());
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build();
+        self.policy
+            .run("complete multipart upload", key.as_str(), cancel, || {
+                let mut request = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .multipart_upload(upload.clone());
+                if mode == PutMode::Create {
+                    request = request.if_none_match("*");
+                }
+                async move {
+                    request
+                        .send()
+                        .await
+                        .map_err(|e| self.map_err("complete multipart upload", key.as_str(), e))
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads part `number` of `total`, retried on its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part(
+        &self,
+        key: &ObjectKey,
+        full: &str,
+        upload_id: &str,
+        number: i32,
+        total: usize,
+        chunk: Bytes,
+        cancel: &CancellationToken,
+    ) -> Result<CompletedPart> {
+        let len = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+        self.policy
+            .run("upload part", key.as_str(), cancel, || {
+                let request = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(len)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(chunk.clone()));
+                async move {
+                    let out = request
+                        .customize()
+                        .disable_payload_signing()
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            with_part(self.map_err("upload part", key.as_str(), e), number, total)
+                        })?;
+                    let Some(e_tag) = out.e_tag() else {
+                        return Err(Error::Permanent {
+                            op: "upload part",
+                            key: key.to_string(),
+                            message: format!(
+                                "the server answered part {number} of {total} without an ETag"
+                            ),
+                        });
+                    };
+                    Ok(CompletedPart::builder()
+                        .part_number(number)
+                        .e_tag(e_tag)
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
+                        .build())
+                }
+            })
+            .await
+    }
+
+    /// Aborts a failed upload so that its parts stop taking storage. Best effort: a failure is
+    /// logged, and the caller reports `why`.
+    async fn abort_upload(&self, key: &ObjectKey, full: &str, upload_id: &str, why: &Error) {
+        // The caller's token may be what cancelled the put; the abort must still go out.
+        let cancel = CancellationToken::new();
+        let abort = retry(
+            self.policy.retry_config(),
+            "abort multipart upload",
+            key.as_str(),
+            &cancel,
+            || async {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err("abort multipart upload", key.as_str(), e))
+            },
+        );
+        match tokio::time::timeout(ABORT_BUDGET, abort).await {
+            Ok(Ok(_)) => {
+                tracing::debug!(key = %key, upload_id, "aborted multipart upload after: {why}");
+            }
+            Ok(Err(e)) => tracing::warn!(
+                key = %key,
+                upload_id,
+                "cannot abort multipart upload of '{key}' after: {why}: {e}; HINT: a bucket lifecycle rule with AbortIncompleteMultipartUpload removes it"
+            ),
+            Err(_) => tracing::warn!(
+                key = %key,
+                upload_id,
+                "abort of multipart upload of '{key}' timed out after {ABORT_BUDGET:?} (it followed: {why}); HINT: a bucket lifecycle rule with AbortIncompleteMultipartUpload removes it"
+            ),
+        }
+    }
+
+    /// Keys (relative to the store) of multipart uploads under `prefix` that were neither
+    /// completed nor aborted.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn incomplete_uploads(&self, prefix: &str) -> Result<Vec<String>> {
+        let full_prefix = format!("{}{}", self.prefix, prefix);
+        let mut keys = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_id_marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.map_err("list multipart uploads", prefix, e))?;
+            for upload in out.uploads() {
+                // Filtered here too, in case a server ignores the prefix.
+                if let Some(rel) = upload
+                    .key()
+                    .and_then(|k| k.strip_prefix(&self.prefix))
+                    .filter(|rel| rel.starts_with(prefix))
+                {
+                    keys.push(rel.to_owned());
+                }
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            upload_id_marker = out.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// Names the part in the message of an error from an UploadPart request.
+fn with_part(err: Error, number: i32, total: usize) -> Error {
+    match err {
+        Error::Transient { op, key, message } => Error::Transient {
+            op,
+            key,
+            message: format!("{message} (part {number} of {total})"),
+        },
+        Error::Permanent { op, key, message } => Error::Permanent {
+            op,
+            key,
+            message: format!("{message} (part {number} of {total})"),
+        },
+        other => other,
+    }
+}
+
 impl ArchiveStore for S3Store {
     async fn put(
         &self,
         key: &ObjectKey,
         body: Bytes,
         mode: PutMode,
-        _cancel: &CancellationToken,
+        cancel: &CancellationToken,
     ) -> Result<()> {
+        if self.uses_multipart(body.len()) {
+            return self.put_multipart(key, body, mode, cancel).await;
+        }
         let mut request = self
             .client
             .put_object()

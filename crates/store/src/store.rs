@@ -3,15 +3,13 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Location, StoreConfig};
-use crate::error::{Error, Result};
-use crate::retry::{RetryConfig, retry};
+use crate::error::Result;
+use crate::retry::{RequestPolicy, RetryConfig};
 use crate::{
     ArchiveStore, GetResult, LocalStore, MemoryStore, ObjectKey, ObjectMeta, PutMode, S3Store,
 };
@@ -29,8 +27,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
-    retry: RetryConfig,
-    limit: Arc<Semaphore>,
+    policy: RequestPolicy,
     description: String,
 }
 
@@ -38,7 +35,7 @@ impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("location", &self.description)
-            .field("retry", &self.retry)
+            .field("retry", self.policy.retry_config())
             .finish_non_exhaustive()
     }
 }
@@ -46,16 +43,21 @@ impl fmt::Debug for Store {
 impl Store {
     /// Opens the store `config` describes. Sends no request.
     pub async fn open(config: &StoreConfig) -> Result<Store> {
-        let backend = match &config.location {
-            Location::Local(path) => Backend::Local(LocalStore::new(path.clone())?),
+        let (backend, policy) = match &config.location {
+            Location::Local(path) => (
+                Backend::Local(LocalStore::new(path.clone())?),
+                RequestPolicy::new(config.retry.clone(), config.concurrency),
+            ),
             Location::S3 { bucket, prefix } => {
-                Backend::S3(Box::new(S3Store::new(bucket, prefix, config).await?))
+                let s3 = S3Store::new(bucket, prefix, config).await?;
+                // One limit for both: the S3 store's multipart requests take slots of it.
+                let policy = s3.policy().clone();
+                (Backend::S3(Box::new(s3)), policy)
             }
         };
         Ok(Store {
             backend,
-            retry: config.retry.clone(),
-            limit: Arc::new(Semaphore::new(config.concurrency.get())),
+            policy,
             description: config.location.to_string(),
         })
     }
@@ -64,8 +66,7 @@ impl Store {
     pub fn memory(memory: MemoryStore, retry: RetryConfig) -> Store {
         Store {
             backend: Backend::Memory(memory),
-            retry,
-            limit: Arc::new(Semaphore::new(StoreConfig::DEFAULT_CONCURRENCY.get())),
+            policy: RequestPolicy::new(retry, StoreConfig::DEFAULT_CONCURRENCY),
             description: "memory://".to_owned(),
         }
     }
@@ -77,15 +78,7 @@ impl Store {
 
     /// The retry policy in force.
     pub fn retry_config(&self) -> &RetryConfig {
-        &self.retry
-    }
-
-    async fn permit(&self, cancel: &CancellationToken) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err(Error::Cancelled),
-            permit = self.limit.acquire() => permit.map_err(|_| Error::Cancelled),
-        }
+        self.policy.retry_config()
     }
 }
 
@@ -108,12 +101,19 @@ impl ArchiveStore for Store {
         mode: PutMode,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let _permit = self.permit(cancel).await?;
-        retry(&self.retry, "put", key.as_str(), cancel, || {
-            let body = body.clone();
-            async move { dispatch!(self, b => b.put(key, body, mode, cancel)) }
-        })
-        .await
+        if let Backend::S3(s3) = &self.backend
+            && s3.uses_multipart(body.len())
+        {
+            // A multipart upload is many requests; each takes its own slot of the limit and is
+            // timed out and retried on its own, by the S3 store under this same policy.
+            return s3.put(key, body, mode, cancel).await;
+        }
+        self.policy
+            .run("put", key.as_str(), cancel, || {
+                let body = body.clone();
+                async move { dispatch!(self, b => b.put(key, body, mode, cancel)) }
+            })
+            .await
     }
 
     async fn get(
@@ -122,35 +122,58 @@ impl ArchiveStore for Store {
         range: Option<Range<u64>>,
         cancel: &CancellationToken,
     ) -> Result<GetResult> {
-        let _permit = self.permit(cancel).await?;
-        retry(&self.retry, "get", key.as_str(), cancel, || {
-            let range = range.clone();
-            async move { dispatch!(self, b => b.get(key, range, cancel)) }
-        })
-        .await
+        self.policy
+            .run("get", key.as_str(), cancel, || {
+                let range = range.clone();
+                async move { dispatch!(self, b => b.get(key, range, cancel)) }
+            })
+            .await
     }
 
     async fn head(&self, key: &ObjectKey, cancel: &CancellationToken) -> Result<ObjectMeta> {
-        let _permit = self.permit(cancel).await?;
-        retry(&self.retry, "head", key.as_str(), cancel, || async move {
-            dispatch!(self, b => b.head(key, cancel))
-        })
-        .await
+        self.policy
+            .run("head", key.as_str(), cancel, || async move {
+                dispatch!(self, b => b.head(key, cancel))
+            })
+            .await
     }
 
     async fn list(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<ObjectMeta>> {
-        let _permit = self.permit(cancel).await?;
-        retry(&self.retry, "list", prefix, cancel, || async move {
-            dispatch!(self, b => b.list(prefix, cancel))
-        })
-        .await
+        self.policy
+            .run("list", prefix, cancel, || async move {
+                dispatch!(self, b => b.list(prefix, cancel))
+            })
+            .await
     }
 
     async fn delete(&self, key: &ObjectKey, cancel: &CancellationToken) -> Result<()> {
-        let _permit = self.permit(cancel).await?;
-        retry(&self.retry, "delete", key.as_str(), cancel, || async move {
-            dispatch!(self, b => b.delete(key, cancel))
-        })
-        .await
+        self.policy
+            .run("delete", key.as_str(), cancel, || async move {
+                dispatch!(self, b => b.delete(key, cancel))
+            })
+            .await
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Store {
+    /// The keys (relative to the store) of multipart uploads begun under `prefix` and neither
+    /// completed nor aborted. Always empty for the backends that have no multipart uploads.
+    /// Feature `testing`.
+    pub async fn incomplete_uploads(
+        &self,
+        prefix: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Memory(_) | Backend::Local(_) => Ok(Vec::new()),
+            Backend::S3(s3) => {
+                self.policy
+                    .run("list multipart uploads", prefix, cancel, || {
+                        s3.incomplete_uploads(prefix)
+                    })
+                    .await
+            }
+        }
     }
 }

@@ -22,14 +22,15 @@
 //! # What it does
 //!
 //! Buckets, single and multipart uploads, GET (with ranges), HEAD, listing
-//! (v1 and v2), copy, and single and batch delete. Signatures are verified
+//! (v1 and v2, and of multipart uploads in progress), copy, and single and
+//! batch delete. Signatures are verified
 //! (a wrong secret gets `403 SignatureDoesNotMatch`), and so are the body
 //! digests a client declares: `Content-MD5` and `x-amz-checksum-*` in headers
 //! or aws-chunked trailers (a mismatch gets `400 BadDigest`). `If-None-Match:
 //! *` and `If-Match: <etag>` work on PUT and CompleteMultipartUpload.
 //!
-//! Not supported, as in s3s-fs 0.14.1: conditional GET, ListMultipartUploads
-//! (501), `?partNumber=` GETs, `encoding-type=url`, composite multipart
+//! Not supported, as in s3s-fs 0.14.1: conditional GET, pagination of
+//! ListMultipartUploads (one page of all of them), `?partNumber=` GETs, `encoding-type=url`, composite multipart
 //! checksums; ListParts is unsorted and has no ETags. Use moto for those.
 //!
 //! # On-disk layout

@@ -1,7 +1,7 @@
 //! The S3 operations: `s3s_fs::FileSystem` plus fixes 2–4 of the module docs.
 //!
 //! [`Backend`] delegates every operation `s3s-fs` implements and overrides
-//! five of them:
+//! six of them:
 //!
 //! - `get_object`: the body is read from the file in 256 KiB `pread`s with
 //!   one read ahead, instead of s3s-fs's 4 KiB `ReaderStream`;
@@ -11,7 +11,9 @@
 //! - `complete_multipart_upload`: serialised per key, and stale checksums
 //!   of an earlier object under the key are dropped;
 //! - `copy_object`: serialised per destination key;
-//! - `upload_part`: the same digest verification as `put_object`.
+//! - `upload_part`: the same digest verification as `put_object`;
+//!
+//! and adds `list_multipart_uploads`, which s3s-fs answers with `501`.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +37,9 @@ use s3s::dto::{
     DeleteBucketInput, DeleteBucketOutput, DeleteObjectInput, DeleteObjectOutput,
     DeleteObjectsInput, DeleteObjectsOutput, GetBucketLocationInput, GetBucketLocationOutput,
     GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput,
-    HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput,
-    ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput,
+    HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListMultipartUploadsInput,
+    ListMultipartUploadsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, ListPartsInput, ListPartsOutput, MultipartUpload, PutObjectInput,
     PutObjectOutput, Range as ByteRange, StreamingBlob, UploadPartCopyInput, UploadPartCopyOutput,
     UploadPartInput, UploadPartOutput,
 };
@@ -149,6 +152,54 @@ impl Backend {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// `(key, upload id, initiated)` of every upload to `bucket` under `prefix` that s3s-fs
+    /// still tracks.
+    ///
+    /// s3s-fs 0.14.1 keeps an upload as `<root>/.upload-<uuid>.json` (removed by complete and
+    /// abort) and its object attributes as
+    /// `<root>/.bucket-<b64url(bucket)>.object-<b64url(key)>.upload-<uuid>.metadata.json`.
+    async fn pending_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> io::Result<Vec<(String, String, Option<std::time::SystemTime>)>> {
+        let head = format!(
+            ".bucket-{}.object-",
+            base64_simd::URL_SAFE_NO_PAD.encode_to_string(bucket)
+        );
+        let mut found = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.root).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let name = entry.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&head))
+                .and_then(|n| n.strip_suffix(".metadata.json"))
+            else {
+                continue;
+            };
+            let Some((encoded_key, upload_id)) = rest.split_once(".upload-") else {
+                continue;
+            };
+            let Some(key) = base64_simd::URL_SAFE_NO_PAD
+                .decode_to_vec(encoded_key)
+                .ok()
+                .and_then(|k| String::from_utf8(k).ok())
+            else {
+                continue;
+            };
+            if !key.starts_with(prefix) {
+                continue;
+            }
+            let info = self.root.join(format!(".upload-{upload_id}.json"));
+            let Ok(meta) = tokio::fs::metadata(&info).await else {
+                continue;
+            };
+            found.push((key, upload_id.to_owned(), meta.modified().ok()));
+        }
+        Ok(found)
     }
 
     /// Removes the regular file at `path`, if any: the remains of a failed
@@ -416,6 +467,44 @@ impl S3 for Backend {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         self.fs.abort_multipart_upload(req).await
+    }
+
+    /// The uploads begun and neither completed nor aborted, read from s3s-fs's files, all in
+    /// one page, sorted by key and upload id; `delimiter` and the markers are ignored.
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let bucket_dir = self.root.join(&input.bucket);
+        if !tokio::fs::metadata(&bucket_dir)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let mut uploads = self
+            .pending_uploads(&input.bucket, &prefix)
+            .await
+            .map_err(|e| s3_error!(e, InternalError, "cannot list multipart uploads"))?;
+        uploads.sort();
+        let uploads = uploads
+            .into_iter()
+            .map(|(key, upload_id, initiated)| MultipartUpload {
+                key: Some(key),
+                upload_id: Some(upload_id),
+                initiated: initiated.map(Into::into),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
     }
 }
 
