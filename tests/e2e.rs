@@ -14,3 +14,5 @@ mod backup;
 mod fetch;
 mod info;
 mod recovery;
+mod restore;
+mod verify;

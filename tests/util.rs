@@ -118,6 +118,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 #[derive(Debug)]
 pub struct Run {
     pub code: i32,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -169,6 +170,7 @@ pub fn walferry(bin: &str, args: &[&str], env: &[(String, String)], cwd: &Path) 
         .unwrap_or_else(|e| panic!("run {bin}: {e}"));
     Run {
         code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
@@ -253,4 +255,37 @@ pub fn local_segment_object(repo: &Repo, name: &str) -> PathBuf {
         .join("wal")
         .join(&name[..16])
         .join(name)
+}
+
+/// `walferry-archive backup` of `cluster` into `repo`; returns the label it printed.
+pub fn take_backup(repo: &Repo, cluster: &Cluster, cwd: &Path, extra: &[&str]) -> String {
+    let conninfo = cluster.conninfo();
+    let mut args = vec!["backup", "--conninfo", &conninfo];
+    args.extend_from_slice(extra);
+    let run = walferry(ARCHIVE, &args, &repo.env, cwd);
+    run.expect(0, &[]);
+    run.stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("backup printed no label: {}", run.stdout))
+        .to_owned()
+}
+
+/// `walferry-restore restore --pgdata <pgdata> <args>`.
+pub fn restore(repo: &Repo, pgdata: &Path, args: &[&str], cwd: &Path) -> Run {
+    let pgdata = pgdata.to_str().expect("utf-8 path");
+    let mut all = vec!["restore", "--pgdata", pgdata];
+    all.extend_from_slice(args);
+    walferry(RESTORE, &all, &repo.env, cwd)
+}
+
+/// Starts a data directory `walferry-restore restore` wrote (it configured recovery itself)
+/// and waits until recovery ends with promotion.
+pub fn start_restored(pgdata: &Path, opts: &ClusterOptions) -> Cluster {
+    let mut cluster = Cluster::from_existing(pgdata, opts).expect("adopt the restored directory");
+    cluster.start_no_wait().expect("start recovery");
+    match cluster.wait_promoted(TIMEOUT).expect("recovery ends") {
+        pg::RecoveryOutcome::Promoted => cluster,
+        other => panic!("recovery of {} failed: {other:?}", pgdata.display()),
+    }
 }

@@ -162,6 +162,46 @@ impl RepoArgs {
         Ok(config)
     }
 
+    /// These options as command-line arguments, for a command that must reach the same
+    /// repository from another environment, such as the `restore_command` a restore writes:
+    /// PostgreSQL runs it without the restoring shell's variables. A configuration file is
+    /// named by its absolute path; credentials are never written out (they stay in the file
+    /// or in the server's environment).
+    pub fn to_args(&self) -> anyhow::Result<Vec<String>> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, value: String| {
+            args.push(flag.to_owned());
+            args.push(value);
+        };
+        if let Some(repo) = &self.repo {
+            push("--repo", repo.clone());
+        }
+        if let Some(config) = &self.config {
+            let path = std::path::absolute(config)
+                .with_context(|| format!("resolve '{}'", config.display()))?;
+            push("--config", path.display().to_string());
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            push("--s3-endpoint", endpoint.clone());
+        }
+        if let Some(region) = &self.s3_region {
+            push("--s3-region", region.clone());
+        }
+        if let Some(path_style) = self.s3_path_style {
+            push("--s3-path-style", path_style.to_string());
+        }
+        if let Some(budget) = self.retry_budget {
+            push("--retry-budget", budget.to_string());
+        }
+        if let Some(timeout) = self.request_timeout {
+            push("--request-timeout", timeout.to_string());
+        }
+        if self.s3_allow_http {
+            args.push("--s3-allow-http".to_owned());
+        }
+        Ok(args)
+    }
+
     fn load_file(&self) -> anyhow::Result<FileConfig> {
         let (path, required) = match &self.config {
             Some(path) => (path.clone(), true),
@@ -219,6 +259,32 @@ mod tests {
     fn repo_flag_sets_location() {
         let config = resolve(&["--repo", "s3://bkt/pre", "--config", "/dev/null"]).unwrap();
         assert_eq!(config.location.to_string(), "s3://bkt/pre");
+    }
+
+    #[test]
+    fn args_round_trip() {
+        let given = [
+            "--repo",
+            "s3://bkt/pre",
+            "--config",
+            "/etc/w.toml",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--s3-region",
+            "eu-west-3",
+            "--s3-path-style",
+            "true",
+            "--retry-budget",
+            "90",
+            "--request-timeout",
+            "2.5",
+            "--s3-allow-http",
+        ];
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(given)).unwrap();
+        let args = cli.repo.to_args().unwrap();
+        assert_eq!(args, given);
+        let again = Cli::try_parse_from(std::iter::once("test".to_owned()).chain(args)).unwrap();
+        assert_eq!(again.repo.to_args().unwrap(), given);
     }
 
     #[test]

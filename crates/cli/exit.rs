@@ -2,13 +2,13 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | success: `push` — the file is durable in the repository (or was already there with identical content); `fetch` — the complete, verified file is at `%p` |
+//! | 0 | success: `push` — the file is durable in the repository (or was already there with identical content); `fetch` — the complete, verified file is at `%p`; `verify` — every object checked and the WAL is complete |
 //! | 1 | `fetch`: the file is not in the archive (also: a hard failure in standby mode, logged, so the standby can fall back to streaming) |
 //! | 2 | invalid arguments or configuration |
 //! | 3 | `push`: the archive holds different content under this name; nothing was replaced. `backup`: a backup with this label already exists |
 //! | 4 | the WAL or the repository belongs to another cluster (system identifier, PostgreSQL version or segment size) |
 //! | 5 | storage failure: unreachable after retries, permission denied, bucket missing, disk full; `backup`: PostgreSQL unreachable, refused the connection or failed the backup |
-//! | 6 | an archived object is corrupt or truncated, or the repository has no descriptor |
+//! | 6 | an archived object is corrupt or truncated, or the repository has no descriptor; `verify`: it found problems (missing, damaged or unreachable objects; each is printed) |
 //! | 7 | a local file could not be read or written |
 //! | 8 | the input file is not a valid WAL file |
 //! | 9 | interrupted |
@@ -61,6 +61,8 @@ impl Exit {
             ErrorKind::Corrupt => Exit::Corrupt,
             ErrorKind::LocalIo => Exit::LocalIo,
             ErrorKind::Cancelled => Exit::Cancelled,
+            ErrorKind::Unavailable => Exit::NotFound,
+            ErrorKind::Internal => Exit::Bug,
             _ => Exit::Storage,
         }
     }

@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod exit;
+pub mod progress;
+pub mod restore;
 
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use walferry::restore::RestoreArgs;
 use walferry::{Exit, GlobalArgs, RepoArgs};
 use walferry_engine::FetchOutcome;
 use walferry_store::{CancellationToken, RetryConfig, Store};
@@ -34,6 +35,22 @@ enum Command {
     Fetch(FetchArgs),
     /// Show the repository: its cluster, backups, timelines, WAL ranges and gaps
     Info(InfoArgs),
+    /// Restore a base backup into a data directory and configure recovery to a target
+    Restore(Box<RestoreArgs>),
+    /// Check every object of the repository and that its WAL is complete; exit 6 when anything
+    /// is wrong
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// Objects downloaded and checked at once; memory use is about jobs x the largest object
+    #[arg(long, env = "WALFERRY_JOBS", default_value_t = walferry_engine::verify::DEFAULT_JOBS)]
+    jobs: std::num::NonZeroUsize,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +86,20 @@ fn main() -> ExitCode {
     walferry::init_logging(PROGRAM, &cli.global.log);
     match cli.command {
         Command::Fetch(args) => fetch_main(&cli.global.repo, args),
+        Command::Restore(args) => match walferry::restore::run(&cli.global.repo, &args) {
+            Ok(()) => walferry::exit_code(Exit::Success.code()),
+            Err((exit, err)) => {
+                walferry::report(PROGRAM, &err);
+                walferry::exit_code(exit.code())
+            }
+        },
+        Command::Verify(args) => match verify(&cli.global.repo, &args) {
+            Ok(exit) => walferry::exit_code(exit.code()),
+            Err((exit, err)) => {
+                walferry::report(PROGRAM, &err);
+                walferry::exit_code(exit.code())
+            }
+        },
         Command::Info(args) => match info(&cli.global.repo, &args) {
             Ok(()) => walferry::exit_code(Exit::Success.code()),
             Err((exit, err)) => {
@@ -103,6 +134,41 @@ fn info(repo: &RepoArgs, args: &InfoArgs) -> Result<(), (Exit, anyhow::Error)> {
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+/// Runs `verify`, prints the report (problems, notes and the summary line) on stdout, and
+/// returns exit 0 when the repository is clean, 6 (corrupt) when anything is wrong.
+/// Failures that stop verification keep their own codes (storage 5, no descriptor 6, ...).
+fn verify(repo: &RepoArgs, args: &VerifyArgs) -> Result<Exit, (Exit, anyhow::Error)> {
+    let usage = |e: anyhow::Error| (Exit::Usage, e);
+    let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;
+    let runtime = walferry::runtime().map_err(usage)?;
+    let options = walferry_engine::verify::VerifyOptions { jobs: args.jobs };
+    let result = runtime.block_on(async {
+        let store = Store::open(&config)
+            .await
+            .context("open repository")
+            .map_err(usage)?;
+        walferry_engine::verify::verify(&store, &options, &CancellationToken::new())
+            .await
+            .map_err(|e| (Exit::for_kind(e.kind()), anyhow::Error::new(e)))
+    });
+    runtime.shutdown_background();
+    let report = result?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .context("format JSON")
+            .map_err(|e| (Exit::Bug, e))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.is_clean() {
+        Ok(Exit::Success)
+    } else {
+        tracing::error!("{}", report.summary());
+        Ok(Exit::Corrupt)
+    }
 }
 
 /// Reports an argument error on one line. PostgreSQL may be the caller, and an exit code from
@@ -236,6 +302,17 @@ mod tests {
         );
         std::fs::write(dir.path().join("global/pg_control"), b"short").unwrap();
         assert!(cluster_system_identifier(dir.path()).is_err());
+    }
+
+    #[test]
+    fn verify_takes_jobs_and_json() {
+        let cli = Cli::try_parse_from([PROGRAM, "verify", "--jobs", "2", "--json"]).unwrap();
+        let Command::Verify(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(args.jobs.get(), 2);
+        assert!(args.json);
+        assert!(Cli::try_parse_from([PROGRAM, "verify", "--jobs", "0"]).is_err());
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum ErrorKind {
     /// PostgreSQL could not be reached, refused the connection or the command, or sent
     /// something unexpected.
     Postgres,
+    /// What was asked for is not in the archive: no backup reaches a restore target.
+    Unavailable,
+    /// A bug in walferry.
+    Internal,
 }
 
 /// What went wrong in an engine operation. Messages are one line and name the object.
@@ -277,6 +281,46 @@ pub enum Error {
         reason: String,
     },
 
+    /// The repository's catalog (history files, backup manifests) is damaged.
+    #[error(
+        "repository {repo}: {message}; HINT: run walferry-restore verify to list every damaged object"
+    )]
+    BadCatalog {
+        /// The repository URL.
+        repo: String,
+        /// What is damaged.
+        message: String,
+    },
+
+    /// No backup in the repository can reach the restore target; nothing was written.
+    #[error("repository {repo}: {source}; nothing was written")]
+    Unreachable {
+        /// The repository URL.
+        repo: String,
+        /// The planner's reason.
+        source: walferry_manifest::PlanError,
+    },
+
+    /// A restore request that cannot be carried out as given.
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong, and what to do.
+        message: String,
+    },
+
+    /// PostgreSQL, started on a restored data directory, stopped before recovery ended.
+    #[error(
+        "PostgreSQL stopped during recovery of '{pgdata}': {reason}; HINT: see its log '{log}'"
+    )]
+    RecoveryFailed {
+        /// The data directory.
+        pgdata: PathBuf,
+        /// The server log.
+        log: PathBuf,
+        /// What happened, with the last lines of the log.
+        reason: String,
+    },
+
     /// A restored file does not have the content its backup manifest records.
     #[error("restored file '{path}' does not match its backup manifest: {reason}")]
     RestoredFileMismatch {
@@ -294,13 +338,14 @@ impl Error {
             Error::NotAWalPath { .. } | Error::InvalidWal { .. } => ErrorKind::BadInput,
             Error::LocalIo { .. } => ErrorKind::LocalIo,
             Error::NoIdentity { .. } => ErrorKind::Config,
-            Error::NoDescriptor { .. } | Error::BadDescriptor { .. } | Error::Corrupt { .. } => {
-                ErrorKind::Corrupt
-            }
+            Error::NoDescriptor { .. }
+            | Error::BadDescriptor { .. }
+            | Error::Corrupt { .. }
+            | Error::BadCatalog { .. } => ErrorKind::Corrupt,
             Error::WrongCluster { .. }
             | Error::ForeignSegment { .. }
             | Error::ForeignRepository { .. } => ErrorKind::WrongCluster,
-            Error::Internal { .. } => ErrorKind::Cancelled,
+            Error::Internal { .. } => ErrorKind::Internal,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Store { source, .. } if source.is_cancelled() => ErrorKind::Cancelled,
             Error::Store { source, .. } => match source.as_ref() {
@@ -314,7 +359,12 @@ impl Error {
             Error::InvalidLabel { .. } => ErrorKind::Config,
             Error::BackupExists { .. } => ErrorKind::Conflict,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
-            Error::TargetNotEmpty { .. } => ErrorKind::Config,
+            Error::TargetNotEmpty { .. } | Error::InvalidRequest { .. } => ErrorKind::Config,
+            Error::Unreachable { source, .. } => match source {
+                walferry_manifest::PlanError::InvalidTarget { .. } => ErrorKind::Config,
+                _ => ErrorKind::Unavailable,
+            },
+            Error::RecoveryFailed { .. } => ErrorKind::Postgres,
             Error::InvalidBackup { .. }
             | Error::PartMismatch { .. }
             | Error::RestoredFileMismatch { .. } => ErrorKind::Corrupt,

@@ -91,7 +91,7 @@ pub async fn info(store: &Store, cancel: &CancellationToken) -> Result<RepoInfo>
     let repo = store.location().to_owned();
     let loaded = repo_io::load_catalog(store, cancel)
         .await
-        .map_err(|e| crate::push::manifest_error(e, &repo))?;
+        .map_err(|e| crate::push::catalog_error(e, &repo))?;
     let descriptor = loaded.descriptor();
     let size = descriptor.wal_segment_size;
     let name = |tli: TimelineId, segno: SegNo| -> Result<String> {

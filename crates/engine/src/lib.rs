@@ -4,6 +4,8 @@
 //! - [`fetch()`]: restore one WAL file (PostgreSQL's `restore_command`).
 //! - [`backup::run()`]: take a base backup and store it (`walferry-archive backup`).
 //! - [`restore::unpack::unpack()`]: unpack a stored base backup into a data directory.
+//! - [`verify::verify()`]: check every object of a repository and the continuity of its WAL
+//!   (`walferry-restore verify`).
 //!
 //! Operations take a [`Store`] and a [`CancellationToken`], return typed [`Error`]s whose
 //! [`ErrorKind`] the binaries turn into exit codes, and keep CPU-heavy work (compression,
@@ -18,9 +20,11 @@ mod error;
 mod fetch;
 pub mod info;
 mod local;
+mod part_check;
 mod push;
 pub mod restore;
 pub mod tar;
+pub mod verify;
 
 use walferry_store::{ObjectKey, Store};
 

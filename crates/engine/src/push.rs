@@ -300,6 +300,23 @@ pub(crate) async fn load_or_create_descriptor(
     Ok(Some(created))
 }
 
+/// Maps a failure to load a repository's catalog ([`repo_io::load_catalog`]).
+pub(crate) fn catalog_error(e: repo_io::Error, repo: &str) -> Error {
+    match e {
+        repo_io::Error::NoDescriptor { .. } => Error::NoDescriptor {
+            repo: repo.to_owned(),
+        },
+        repo_io::Error::HistoryCorrupt { key, source } => Error::Corrupt { key, source },
+        e @ (repo_io::Error::HistoryInvalid { .. }
+        | repo_io::Error::Manifest { .. }
+        | repo_io::Error::ManifestLabel { .. }) => Error::BadCatalog {
+            repo: repo.to_owned(),
+            message: e.to_string(),
+        },
+        other => manifest_error(other, repo),
+    }
+}
+
 pub(crate) fn manifest_error(e: repo_io::Error, repo: &str) -> Error {
     match e {
         repo_io::Error::Store(source) => Error::Store {

@@ -29,6 +29,7 @@ use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
@@ -55,6 +56,47 @@ pub struct UnpackOptions {
     pub jobs: NonZeroUsize,
     /// Unpack into directories that already hold files.
     pub allow_non_empty: bool,
+    /// Counters the unpack updates as it goes, for a progress display.
+    pub progress: Arc<UnpackProgress>,
+}
+
+/// How far an unpack has got. Every counter only grows; read them with
+/// [`UnpackProgress::snapshot`] from any thread while the unpack runs.
+#[derive(Debug, Default)]
+pub struct UnpackProgress {
+    total_bytes: AtomicU64,
+    total_files: AtomicU64,
+    written_bytes: AtomicU64,
+    written_files: AtomicU64,
+    checked_files: AtomicU64,
+}
+
+/// The counters of an [`UnpackProgress`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// Bytes of file content the backup holds (known once the unpack has started).
+    pub total_bytes: u64,
+    /// Regular files the backup holds.
+    pub total_files: u64,
+    /// Bytes of file content written so far.
+    pub written_bytes: u64,
+    /// Files whose whole content is written.
+    pub written_files: u64,
+    /// Files read back and checked against the manifest.
+    pub checked_files: u64,
+}
+
+impl UnpackProgress {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            total_bytes: self.total_bytes.load(Ordering::Relaxed),
+            total_files: self.total_files.load(Ordering::Relaxed),
+            written_bytes: self.written_bytes.load(Ordering::Relaxed),
+            written_files: self.written_files.load(Ordering::Relaxed),
+            checked_files: self.checked_files.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Default for UnpackOptions {
@@ -63,6 +105,7 @@ impl Default for UnpackOptions {
             tablespace_targets: HashMap::new(),
             jobs: DEFAULT_JOBS,
             allow_non_empty: false,
+            progress: Arc::default(),
         }
     }
 }
@@ -101,7 +144,12 @@ pub async fn unpack(
 ) -> Result<UnpackStats> {
     let span = tracing::info_span!("unpack", backup = %manifest.label);
     async {
-        let plan = Arc::new(Plan::new(manifest, target, &options.tablespace_targets)?);
+        let plan = Arc::new(Plan::new(
+            manifest,
+            target,
+            &options.tablespace_targets,
+            options.progress.clone(),
+        )?);
         info!(target = %target.display(), files = plan.files.len(), parts = manifest.parts.len(), "unpacking backup");
         let allow = options.allow_non_empty;
         let mut stats = blocking({
@@ -152,6 +200,9 @@ struct Plan {
     dirs: Vec<(PathBuf, u32)>,
     /// Links and where they point.
     links: Vec<(PathBuf, PathBuf)>,
+    /// Per file of `files`, the bytes not written yet.
+    remaining: Vec<AtomicU64>,
+    progress: Arc<UnpackProgress>,
 }
 
 /// The bytes of one part that belong to one file.
@@ -169,6 +220,7 @@ impl Plan {
         manifest: &BackupManifest,
         target: &Path,
         tablespace_targets: &HashMap<Oid, PathBuf>,
+        progress: Arc<UnpackProgress>,
     ) -> Result<Plan> {
         let label = manifest.label.clone();
         let invalid = |reason: String| Error::InvalidBackup {
@@ -237,6 +289,15 @@ impl Plan {
             files[start..].sort_by_key(|f| f.content.start);
             streams.insert(stream, start..files.len());
         }
+        let remaining = files
+            .iter()
+            .map(|f| AtomicU64::new(f.content.end - f.content.start))
+            .collect();
+        let total_bytes = files.iter().map(|f| f.content.end - f.content.start).sum();
+        progress.total_bytes.store(total_bytes, Ordering::Relaxed);
+        progress
+            .total_files
+            .store(files.len() as u64, Ordering::Relaxed);
         Ok(Plan {
             label,
             roots,
@@ -244,6 +305,8 @@ impl Plan {
             streams,
             dirs,
             links,
+            remaining,
+            progress,
         })
     }
 
@@ -305,6 +368,9 @@ impl Plan {
                 .map_err(|e| local("create", &file.path, e))?;
             f.set_len(file.content.end - file.content.start)
                 .map_err(|e| local("size", &file.path, e))?;
+            if file.content.is_empty() {
+                self.progress.written_files.fetch_add(1, Ordering::Relaxed);
+            }
         }
         debug!(
             directories = self.dirs.len(),
@@ -331,23 +397,13 @@ impl Plan {
                 key: key.to_owned(),
                 source,
             })?;
-        let mismatch = |reason: String| Error::PartMismatch {
-            key: key.to_owned(),
-            reason,
-        };
-        if bytes.len() as u64 != part.original_bytes {
-            return Err(mismatch(format!(
-                "it holds {} bytes, the manifest says {}",
-                bytes.len(),
-                part.original_bytes
-            )));
-        }
-        let crc = Crc32(crc32fast::hash(&bytes));
-        if crc != part.crc32 {
-            return Err(mismatch(format!(
-                "its CRC-32 is {crc}, the manifest says {}",
-                part.crc32
-            )));
+        if let Some(reason) =
+            crate::part_check::part_mismatch(part, walferry_codec::Summary::of(&bytes))
+        {
+            return Err(Error::PartMismatch {
+                key: key.to_owned(),
+                reason,
+            });
         }
         let mut written = 0;
         for piece in pieces {
@@ -359,7 +415,14 @@ impl Plan {
             let data = &bytes[piece.in_part.clone()];
             file.write_all_at(data, piece.at)
                 .map_err(|e| local("write", path, e))?;
-            written += data.len() as u64;
+            let len = data.len() as u64;
+            written += len;
+            self.progress
+                .written_bytes
+                .fetch_add(len, Ordering::Relaxed);
+            if self.remaining[piece.file].fetch_sub(len, Ordering::Relaxed) == len {
+                self.progress.written_files.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(written)
     }
@@ -403,7 +466,9 @@ impl Plan {
         }
         f.set_permissions(Permissions::from_mode(file.mode))
             .map_err(|e| local("set the mode of", path, e))?;
-        f.sync_all().map_err(|e| local("fsync", path, e))
+        f.sync_all().map_err(|e| local("fsync", path, e))?;
+        self.progress.checked_files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Makes the links, sets the directories' modes and fsyncs every directory; returns the
@@ -692,7 +757,7 @@ mod tests {
         UnpackOptions {
             tablespace_targets: HashMap::from([(OID, ts.to_owned())]),
             jobs: NonZeroUsize::new(jobs).unwrap(),
-            allow_non_empty: false,
+            ..UnpackOptions::default()
         }
     }
 
@@ -708,15 +773,16 @@ mod tests {
             let target = dir.path().join("pgdata");
             let ts = dir.path().join("ts");
             let cancel = CancellationToken::new();
-            let stats = unpack(
-                &fx.store,
-                &fx.manifest,
-                &target,
-                &options(&ts, jobs),
-                &cancel,
-            )
-            .await
-            .unwrap();
+            let options = options(&ts, jobs);
+            let stats = unpack(&fx.store, &fx.manifest, &target, &options, &cancel)
+                .await
+                .unwrap();
+            let progress = options.progress.snapshot();
+            assert_eq!(progress.total_files, 5);
+            assert_eq!(progress.written_files, 5);
+            assert_eq!(progress.checked_files, 5);
+            assert_eq!(progress.written_bytes, stats.written_bytes);
+            assert_eq!(progress.total_bytes, stats.written_bytes);
 
             assert_eq!(stats.files, 5);
             assert_eq!(stats.directories, 6);

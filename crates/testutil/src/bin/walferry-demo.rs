@@ -1,7 +1,8 @@
 //! The main job, end to end, on a throwaway cluster: archive a PostgreSQL cluster into a
-//! local-directory repository with `walferry-archive push %p`, then recover a base backup to a
-//! point in time with `walferry-restore fetch %f %p`, check every row, and report what
-//! happened and how long each stage took.
+//! local-directory repository with `walferry-archive push %p`, take a base backup with
+//! `walferry-archive backup`, run a workload, then `walferry-restore restore` to a point in
+//! time (recovery fetching WAL with `walferry-restore fetch %f %p`), check every row, and
+//! report what happened and how long each stage took.
 //!
 //! Run it with `scripts/demo.sh`, which builds the binaries and passes `--bin-dir`.
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use walferry_testutil::dirs::TestDir;
-use walferry_testutil::pg::{Cluster, ClusterOptions, RecoveryOutcome};
+use walferry_testutil::pg::{self, Cluster, ClusterOptions, RecoveryOutcome};
 
 /// Archive a throwaway cluster with walferry, recover it to a point in time, check the rows.
 #[derive(Debug, Parser)]
@@ -108,9 +109,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
     stages.time("load data (pgbench -i)", || {
         pgbench(&primary, &["-i", "-q", "-s", &args.scale.to_string()])
     })?;
-    let backup = dir.join("backup");
-    stages.time("base backup (pg_basebackup -X none)", || {
-        primary.base_backup(&backup)
+    let backup_report = stages.time("base backup (walferry-archive backup)", || {
+        walferry(
+            &bin_dir.join("walferry-archive"),
+            &["backup", "--conninfo", &primary.conninfo()],
+            &env,
+        )
     })?;
     let (expected, target_lsn) = stages.time("workload, then a restore point", || {
         pgbench(
@@ -137,22 +141,31 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let end_lsn = primary.current_lsn()?;
     primary.stop()?;
 
+    let restored_dir = dir.join("restored");
+    let restore_report = stages.time(
+        "restore the backup, recovery to the restore point configured (walferry-restore restore)",
+        || {
+            walferry(
+                &bin_dir.join("walferry-restore"),
+                &[
+                    "restore",
+                    "--pgdata",
+                    &restored_dir.display().to_string(),
+                    "--target-name",
+                    "walferry_demo",
+                ],
+                &env,
+            )
+        },
+    )?;
     let restored = stages.time(
-        "recover the backup to the restore point through walferry-restore fetch",
+        "start PostgreSQL: replay through walferry-restore fetch, promote",
         || {
             let opts = ClusterOptions {
                 env: env.clone(),
                 ..ClusterOptions::default()
             };
-            let mut c = Cluster::from_existing(&backup, &opts)?;
-            c.set_recovery(
-                "walferry-restore fetch %f %p",
-                &[
-                    ("recovery_target_name", "walferry_demo"),
-                    ("recovery_target_action", "promote"),
-                ],
-                false,
-            )?;
+            let mut c = Cluster::from_existing(&restored_dir, &opts)?;
             c.start_no_wait()?;
             match c.wait_promoted(TIMEOUT)? {
                 RecoveryOutcome::Promoted => Ok(c),
@@ -176,6 +189,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "  repository              {objects} objects, {:.1} MiB stored",
         mib(stored_bytes)
     );
+    println!("  base backup             {}", backup_report.trim());
+    for line in restore_report.lines() {
+        println!("  restore                 {line}");
+    }
     println!("  restore point           walferry_demo at {target_lsn}");
     println!("  files fetched           {restored_files} by restore_command");
     println!("  rows before the target  {expected}");
@@ -195,6 +212,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!("kept {}", dir.path().display());
     }
     Ok(())
+}
+
+/// Runs one of walferry's programs as the cluster user with `env`; returns its standard
+/// output.
+fn walferry(program: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = pg::as_cluster_user(cmd)
+        .output()
+        .with_context(|| format!("run {}", program.display()))?;
+    ensure!(
+        out.status.success(),
+        "{} {args:?} exited with {}: {}",
+        program.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn pgbench(cluster: &Cluster, args: &[&str]) -> anyhow::Result<()> {

@@ -1,0 +1,323 @@
+//! `walferry-restore restore`: one command from a repository to a data directory recovered
+//! to a point in time.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use walferry_engine::restore::server::{self, StartOptions, StartOutcome};
+use walferry_engine::restore::{self as engine, RestoreOptions, TargetAction, UnpackOptions};
+use walferry_manifest::{RecoveryTarget, RestoreRequest, TargetTimeline, Timestamp};
+use walferry_store::{CancellationToken, RetryConfig, Store};
+use walferry_wal::{Lsn, TimelineId};
+
+use crate::progress::{Reporter, human_bytes, human_duration};
+use crate::{Exit, RepoArgs};
+
+/// Arguments of `walferry-restore restore`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").multiple(false)))]
+pub struct RestoreArgs {
+    /// The data directory to restore into; it must be empty or absent
+    #[arg(long, short = 'D', env = "PGDATA", value_name = "DIR")]
+    pub pgdata: PathBuf,
+
+    /// Stop at this time: the first commit after it (ISO 8601, e.g. '2026-11-25 05:00:00+00')
+    #[arg(long, value_name = "TIME", group = "target", value_parser = parse_time)]
+    pub target_time: Option<Timestamp>,
+
+    /// Stop at this WAL position (e.g. 0/3000028)
+    #[arg(long, value_name = "LSN", group = "target", value_parser = parse_lsn)]
+    pub target_lsn: Option<Lsn>,
+
+    /// Stop at the commit of this transaction id
+    #[arg(long, value_name = "XID", group = "target")]
+    pub target_xid: Option<u64>,
+
+    /// Stop at this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub target_name: Option<String>,
+
+    /// Stop as soon as the backup is consistent
+    #[arg(long, group = "target")]
+    pub target_immediate: bool,
+
+    /// Stop just before the target rather than just after it (recovery_target_inclusive = off)
+    #[arg(long)]
+    pub target_exclusive: bool,
+
+    /// The timeline to follow: latest, current (the backup's) or a number
+    #[arg(long, value_name = "TIMELINE", default_value = "latest", value_parser = parse_timeline)]
+    pub target_timeline: TargetTimeline,
+
+    /// What PostgreSQL does at the target: pause, promote or shutdown
+    #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = parse_action)]
+    pub target_action: TargetAction,
+
+    /// Restore this backup rather than the newest one that reaches the target
+    #[arg(long, value_name = "LABEL")]
+    pub backup: Option<String>,
+
+    /// Build a replica that keeps following the archive (standby.signal; no target)
+    #[arg(long, conflicts_with_all = ["target", "target_action"])]
+    pub standby: bool,
+
+    /// Start PostgreSQL when the data directory is ready and wait until it reaches the target
+    /// (and is promoted), or, with --standby, until it is consistent
+    #[arg(long)]
+    pub start: bool,
+
+    /// Directory of PostgreSQL's programs, for --start [default: PATH, then
+    /// /usr/lib/postgresql/<version>/bin]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+
+    /// Restore the tablespace at OLDDIR into NEWDIR (repeatable), like pg_basebackup's option
+    #[arg(long, value_name = "OLDDIR=NEWDIR", value_parser = parse_mapping)]
+    pub tablespace_mapping: Vec<(PathBuf, PathBuf)>,
+
+    /// Backup parts downloaded and written at once; memory use is about 2 x jobs x part size
+    #[arg(long, env = "WALFERRY_JOBS", default_value_t = engine::unpack::DEFAULT_JOBS)]
+    pub jobs: std::num::NonZeroUsize,
+
+    /// Restore into directories that already hold files, overwriting the backup's files and
+    /// leaving the others
+    #[arg(long)]
+    pub allow_non_empty: bool,
+
+    /// The restore_command to configure [default: this walferry-restore, with the repository
+    /// options given to this command, fetching %f into %p]
+    #[arg(long, value_name = "COMMAND")]
+    pub restore_command: Option<String>,
+
+    /// Show the plan and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_time(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_lsn(text: &str) -> Result<Lsn, String> {
+    text.parse::<Lsn>().map_err(|e| e.to_string())
+}
+
+fn parse_timeline(text: &str) -> Result<TargetTimeline, String> {
+    match text {
+        "latest" => Ok(TargetTimeline::Latest),
+        "current" => Ok(TargetTimeline::Current),
+        n => n
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| TimelineId::new(n).ok())
+            .map(TargetTimeline::Id)
+            .ok_or_else(|| format!("'{n}' is not latest, current or a timeline number")),
+    }
+}
+
+fn parse_action(text: &str) -> Result<TargetAction, String> {
+    match text {
+        "pause" => Ok(TargetAction::Pause),
+        "promote" => Ok(TargetAction::Promote),
+        "shutdown" => Ok(TargetAction::Shutdown),
+        other => Err(format!("'{other}' is not pause, promote or shutdown")),
+    }
+}
+
+fn parse_mapping(text: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (old, new) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not OLDDIR=NEWDIR"))?;
+    let (old, new) = (PathBuf::from(old), PathBuf::from(new));
+    if !old.is_absolute() || !new.is_absolute() {
+        return Err(format!("'{text}': both directories must be absolute paths"));
+    }
+    Ok((old, new))
+}
+
+impl RestoreArgs {
+    /// The planner's request.
+    pub fn request(&self) -> RestoreRequest {
+        let target = if let Some(time) = self.target_time {
+            RecoveryTarget::Time(time)
+        } else if let Some(lsn) = self.target_lsn {
+            RecoveryTarget::Lsn(lsn)
+        } else if let Some(xid) = self.target_xid {
+            RecoveryTarget::Xid(xid)
+        } else if let Some(name) = &self.target_name {
+            RecoveryTarget::Name(name.clone())
+        } else if self.target_immediate {
+            RecoveryTarget::Immediate
+        } else {
+            RecoveryTarget::EndOfArchive
+        };
+        RestoreRequest {
+            target,
+            inclusive: !self.target_exclusive,
+            timeline: self.target_timeline,
+            backup: self.backup.clone(),
+        }
+    }
+}
+
+/// The `restore_command` that reaches `repo` the way this process does.
+pub fn default_restore_command(repo: &RepoArgs) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("find the walferry-restore program")?;
+    let mut words = vec![shell_quote(&exe.display().to_string())];
+    words.extend(repo.to_args()?.iter().map(|a| shell_quote(a)));
+    words.extend(["fetch", "%f", "%p"].map(str::to_owned));
+    Ok(words.join(" "))
+}
+
+/// `word` quoted for `sh` when it needs it.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:+,@".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Runs `walferry-restore restore`.
+pub fn run(repo: &RepoArgs, args: &RestoreArgs) -> Result<(), (Exit, anyhow::Error)> {
+    let usage = |e: anyhow::Error| (Exit::Usage, e);
+    let engine_error =
+        |e: walferry_engine::Error| (Exit::for_kind(e.kind()), anyhow::Error::new(e));
+    if args.start && !args.dry_run && server::effective_uid() == Some(0) {
+        return Err(usage(anyhow::anyhow!(
+            "--start: PostgreSQL refuses to run as root; HINT: run walferry-restore as the user that owns the data directory (e.g. runuser -u postgres -- walferry-restore ...), or restore without --start"
+        )));
+    }
+    let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;
+    let restore_command = match &args.restore_command {
+        Some(command) => command.clone(),
+        None => default_restore_command(repo).map_err(usage)?,
+    };
+    let pgdata = std::path::absolute(&args.pgdata)
+        .with_context(|| format!("resolve '{}'", args.pgdata.display()))
+        .map_err(usage)?;
+    let options = RestoreOptions {
+        request: args.request(),
+        action: args.target_action,
+        standby: args.standby,
+        restore_command,
+        tablespace_mapping: args.tablespace_mapping.clone(),
+        unpack: UnpackOptions {
+            jobs: args.jobs,
+            allow_non_empty: args.allow_non_empty,
+            ..UnpackOptions::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the runtime")
+        .map_err(usage)?;
+    let cancel = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_signal.cancel();
+            }
+        });
+        let store = Store::open(&config)
+            .await
+            .context("open repository")
+            .map_err(usage)?;
+        if args.dry_run {
+            let (_, plan) = engine::plan(&store, &options.request, &cancel)
+                .await
+                .map_err(engine_error)?;
+            println!("{}", plan.explain());
+            println!("dry run: nothing was written");
+            return Ok(());
+        }
+        let reporter = Reporter::start(options.unpack.progress.clone());
+        let outcome = engine::run(&store, &pgdata, &options, &cancel).await;
+        reporter.finish();
+        let outcome = outcome.map_err(engine_error)?;
+        println!("{}", outcome.plan.explain());
+        println!(
+            "restored backup '{}' into {}: {} files, {} ({} downloaded) in {}",
+            outcome.plan.backup.label,
+            pgdata.display(),
+            outcome.stats.files,
+            human_bytes(outcome.stats.written_bytes),
+            human_bytes(outcome.stats.downloaded_bytes),
+            human_duration(outcome.elapsed)
+        );
+        println!(
+            "recovery configured in postgresql.auto.conf with {}",
+            outcome.signal
+        );
+        if !args.start {
+            if server::effective_uid() == Some(0) {
+                println!(
+                    "the files belong to root; before starting: chown -R postgres: {} (and any tablespace directories)",
+                    pgdata.display()
+                );
+            }
+            println!("start it with: pg_ctl -D {} start", pgdata.display());
+            return Ok(());
+        }
+        let major = outcome.plan.backup.identity.pg_version.major();
+        let pg_ctl = server::find_pg_ctl(args.pg_bin.as_deref(), major).map_err(engine_error)?;
+        let has_target = !matches!(outcome.plan.target, RecoveryTarget::EndOfArchive);
+        let start = StartOptions {
+            pg_ctl,
+            log: pgdata.join("log/walferry-restore-start.log"),
+            standby: args.standby,
+            action: (has_target && !args.standby).then_some(args.target_action),
+        };
+        println!(
+            "starting PostgreSQL (log: {}); recovery needs {} WAL segments",
+            start.log.display(),
+            outcome.plan.segments.len()
+        );
+        let started = Instant::now();
+        let result = server::start(&pgdata, &start, |p| {
+            tracing::info!(
+                "recovering: {} WAL files restored{} after {}",
+                p.restored,
+                p.last
+                    .as_ref()
+                    .map(|n| format!(", last {n}"))
+                    .unwrap_or_default(),
+                human_duration(p.elapsed)
+            );
+        })
+        .await
+        .map_err(engine_error)?;
+        let took = human_duration(started.elapsed());
+        match result {
+            StartOutcome::Promoted { timeline } => println!(
+                "PostgreSQL reached {} and was promoted{} in {took}; it is running",
+                outcome.plan.target,
+                timeline
+                    .map(|t| format!(" to timeline {t}"))
+                    .unwrap_or_default()
+            ),
+            StartOutcome::Paused => println!(
+                "PostgreSQL reached {} and paused in {took}; resume with SELECT pg_wal_replay_resume()",
+                outcome.plan.target
+            ),
+            StartOutcome::ShutDown => println!(
+                "PostgreSQL reached {} and shut down in {took}",
+                outcome.plan.target
+            ),
+            StartOutcome::Standby => println!(
+                "PostgreSQL is a consistent standby in {took}, following the archive; promote it with pg_ctl promote"
+            ),
+        }
+        Ok(())
+    });
+    runtime.shutdown_background();
+    result
+}
