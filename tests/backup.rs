@@ -15,9 +15,7 @@ use crate::util::*;
 fn backup_local() {
     let dir = TestDir::new("backup-local").unwrap();
     let repo = Repo::local(&dir);
-    let primary = start_cluster(&dir, "primary", &archiving(&repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 2000);
+    let primary = primary_with_rows(&dir, &repo, 2000);
 
     let conninfo = primary.conninfo();
     let run = walferry(
@@ -146,9 +144,7 @@ fn backup_local() {
 fn backup_s3() {
     let dir = TestDir::new("backup-s3").unwrap();
     let repo = Repo::s3(&dir);
-    let primary = start_cluster(&dir, "primary", &archiving(&repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 500);
+    let primary = primary_with_rows(&dir, &repo, 500);
     let conninfo = primary.conninfo();
     let args = [
         "backup",

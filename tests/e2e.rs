@@ -11,6 +11,7 @@ mod util;
 
 mod archive;
 mod backup;
+mod backup_scenarios;
 mod fetch;
 mod info;
 mod recovery;

@@ -51,9 +51,7 @@ fn write_history(primary: &Cluster) -> History {
 
 /// Restores to each kind of target and checks the rows.
 fn restores_to_every_target(dir: &TestDir, repo: &Repo) {
-    let primary = start_cluster(dir, "primary", &archiving(repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 1000);
+    let primary = primary_with_rows(dir, repo, 1000);
     take_backup(repo, &primary, dir.path(), &[]);
     let history = write_history(&primary);
 
@@ -166,9 +164,7 @@ fn unreachable_and_invalid_targets_write_nothing() {
 fn restore_across_a_timeline_branch() {
     let dir = TestDir::new("restore-branch").unwrap();
     let repo = Repo::local(&dir);
-    let primary = start_cluster(&dir, "primary", &archiving(&repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 1000);
+    let primary = primary_with_rows(&dir, &repo, 1000);
     take_backup(&repo, &primary, dir.path(), &[]);
     insert_rows(&primary, 1001, 2000);
     primary.create_restore_point("branch").unwrap();
@@ -241,9 +237,7 @@ fn restore_across_a_timeline_branch() {
 fn standby_follows_the_archive() {
     let dir = TestDir::new("restore-standby").unwrap();
     let repo = Repo::local(&dir);
-    let primary = start_cluster(&dir, "primary", &archiving(&repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 1000);
+    let primary = primary_with_rows(&dir, &repo, 1000);
     take_backup(&repo, &primary, dir.path(), &[]);
 
     let pgdata = dir.join("standby");
@@ -286,9 +280,7 @@ fn standby_follows_the_archive() {
 fn start_reports_promotion() {
     let dir = TestDir::new("restore-start").unwrap();
     let repo = Repo::local(&dir);
-    let mut primary = start_cluster(&dir, "primary", &archiving(&repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 1000);
+    let mut primary = primary_with_rows(&dir, &repo, 1000);
     take_backup(&repo, &primary, dir.path(), &[]);
     insert_rows(&primary, 1001, 2000);
     primary.create_restore_point("before-the-mistake").unwrap();

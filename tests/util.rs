@@ -154,18 +154,7 @@ pub fn fetch(name: &str, dest: &str, env: &[(String, String)], cwd: &Path) -> Ru
 /// Runs one of walferry's binaries as the cluster user (so that files it creates have the same
 /// owner as those PostgreSQL's own invocations create), in `cwd`, with `env`.
 pub fn walferry(bin: &str, args: &[&str], env: &[(String, String)], cwd: &Path) -> Run {
-    let mut cmd = Command::new(bin);
-    cmd.args(args).current_dir(cwd);
-    // Hermetic: nothing from the developer's environment chooses the repository.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("WALFERRY_") || key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let output: Output = pg::as_cluster_user(cmd)
+    let output: Output = walferry_command(bin, args, env, cwd)
         .output()
         .unwrap_or_else(|e| panic!("run {bin}: {e}"));
     Run {
@@ -202,6 +191,15 @@ pub fn start_cluster(dir: &TestDir, name: &str, opts: &ClusterOptions) -> Cluste
     let mut cluster = Cluster::init(&dir.join(name), opts).expect("initdb");
     cluster.start().expect("start cluster");
     cluster
+}
+
+/// A primary archiving into `repo` (in `dir/primary`) with the table `t` holding rows
+/// `1..=rows`.
+pub fn primary_with_rows(dir: &TestDir, repo: &Repo, rows: i32) -> Cluster {
+    let primary = start_cluster(dir, "primary", &archiving(repo));
+    create_table(&primary);
+    insert_rows(&primary, 1, rows);
+    primary
 }
 
 /// The table the tests write and check: `t(id int primary key, v text)`.
@@ -288,4 +286,20 @@ pub fn start_restored(pgdata: &Path, opts: &ClusterOptions) -> Cluster {
         pg::RecoveryOutcome::Promoted => cluster,
         other => panic!("recovery of {} failed: {other:?}", pgdata.display()),
     }
+}
+
+/// The command [`walferry`] runs — as the cluster user, hermetic, in `cwd`, with `env` — for
+/// a test that needs the child process itself (to kill it, for example).
+pub fn walferry_command(bin: &str, args: &[&str], env: &[(String, String)], cwd: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).current_dir(cwd);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WALFERRY_") || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    pg::as_cluster_user(cmd)
 }

@@ -111,9 +111,7 @@ fn verify_finds_missing_damaged_and_unreachable_objects() {
     let dir = TestDir::new("verify").unwrap();
     let repo = Repo::local(&dir);
     let root = repo.local_root.clone().unwrap();
-    let mut primary = start_cluster(&dir, "primary", &archiving(&repo));
-    create_table(&primary);
-    insert_rows(&primary, 1, 1000);
+    let mut primary = primary_with_rows(&dir, &repo, 1000);
     // For the promotion later: a plain base backup, older than walferry's.
     primary.base_backup(&dir.join("pgbackup")).unwrap();
     insert_rows(&primary, 1001, 2000);

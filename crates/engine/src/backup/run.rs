@@ -7,6 +7,20 @@
 //! commit point. A backup interrupted before it leaves parts but no manifest, and the catalog
 //! ignores parts without a manifest.
 //!
+//! A label whose manifest does not exist is free, even when an interrupted run left parts
+//! under `backups/<label>/`: once connected to the server and checked against the
+//! repository, a new run deletes those leftovers (logging a warning with their number) before
+//! it stores anything, since parts are stored with create-only puts and a leftover would
+//! otherwise refuse them. Before it saves the manifest, the run lists `backups/<label>/` again
+//! and commits only if it finds exactly the parts it stored, with their sizes.
+//!
+//! Caveat: two runs with the same label must not run at once. The second takes the first's
+//! parts for leftovers and deletes them, and their create-only puts and the check before the
+//! commit then normally fail both runs. That check narrows the damage but cannot exclude it:
+//! a part replaced by the other run's part of the same size, or deleted between the check and
+//! the commit, goes unnoticed until a restore or `verify` checks the backup's parts. Labels
+//! named after the start time clash only for two runs started in the same second.
+//!
 //! The repository descriptor: when the repository has one, the server must be its cluster
 //! ([`Error::WrongServer`] otherwise); when it has none, it is created from the server's
 //! identity (`IDENTIFY_SYSTEM`, `SHOW wal_segment_size` and the server's major version), as
@@ -21,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
-use tracing::{Instrument as _, debug, info};
+use tracing::{Instrument as _, debug, info, warn};
 use walferry_manifest::backup::{FORMAT, Oid, Tablespace, label_problem};
 use walferry_manifest::{BackupManifest, ClusterIdentity, Timestamp, io as repo_io, layout};
 use walferry_pgwire::{BackupEvent, BaseBackupOptions, ReplicationClient};
@@ -93,6 +107,9 @@ pub fn label_for(time: Timestamp) -> String {
 /// Takes a base backup of the server `options.connect` names and stores it in `store`;
 /// returns once the manifest, the commit point, is saved. See the [module docs](self).
 ///
+/// A label with parts but no manifest is not taken: an interrupted run left them, and they
+/// are deleted before anything is stored (see the [module docs](self) for the caveat).
+///
 /// Fails with [`Error::BackupExists`] when the label is taken, [`Error::WrongServer`] when the
 /// repository belongs to another cluster, [`Error::Postgres`] when the server cannot be reached
 /// or refuses, and [`Error::Cancelled`] when `cancel` fires; none of them leaves a manifest.
@@ -138,10 +155,13 @@ pub async fn run(
     let identity = server_identity(&mut client, &server).await?;
     check_descriptor(store, &identity, &server, cancel).await?;
 
+    remove_interrupted(store, &label, &manifest_key, cancel).await?;
+
     info!(%label, %server, "base backup started");
     let streamed = stream(store, &mut client, options, &label, &server, cancel)
         .instrument(tracing::info_span!("backup", %label))
         .await?;
+    check_parts_stored(store, &label, &streamed.parts, cancel).await?;
     // The backup is complete on the server's side; a failure to close cleanly changes nothing.
     if let Err(e) = client.close().await {
         debug!("closing the replication connection: {e}");
@@ -277,6 +297,110 @@ async fn check_descriptor(
             repo,
             mismatch,
         })
+}
+
+/// Every object under `backups/<label>/`.
+async fn list_backup(
+    store: &Store,
+    label: &str,
+    cancel: &CancellationToken,
+) -> Result<Vec<walferry_store::ObjectMeta>> {
+    let prefix = layout::backup_prefix(label).map_err(|reason| Error::InvalidLabel {
+        label: label.to_owned(),
+        reason,
+    })?;
+    store
+        .list(&prefix, cancel)
+        .await
+        .map_err(|source| Error::Store {
+            action: "list",
+            key: prefix,
+            repo: store.location().to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// Deletes what an interrupted run of backup `label` left under `backups/<label>/`; returns
+/// how many objects it deleted. Fails with [`Error::BackupExists`], deleting nothing, when the
+/// label's manifest exists (a run with the same label committed meanwhile).
+async fn remove_interrupted(
+    store: &Store,
+    label: &str,
+    manifest_key: &ObjectKey,
+    cancel: &CancellationToken,
+) -> Result<usize> {
+    let leftovers = list_backup(store, label, cancel).await?;
+    if leftovers.iter().any(|o| o.key == *manifest_key) {
+        return Err(Error::BackupExists {
+            label: label.to_owned(),
+            key: manifest_key.to_string(),
+            repo: store.location().to_owned(),
+        });
+    }
+    for object in &leftovers {
+        store
+            .delete(&object.key, cancel)
+            .await
+            .map_err(|source| store_error("delete", &object.key, store, source))?;
+    }
+    if !leftovers.is_empty() {
+        warn!(
+            "removed {} object(s) an interrupted run of backup '{label}' left under \
+             'backups/{label}/' (it has no manifest)",
+            leftovers.len()
+        );
+    }
+    Ok(leftovers.len())
+}
+
+/// Checks that `backups/<label>/` holds exactly `parts`, each with its stored size: nothing
+/// deleted or added by another run with the same label. Fails with [`Error::BackupExists`]
+/// naming the first object that differs.
+async fn check_parts_stored(
+    store: &Store,
+    label: &str,
+    parts: &[walferry_manifest::backup::BackupPart],
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let stored = list_backup(store, label, cancel).await?;
+    let mut expected = std::collections::BTreeMap::new();
+    for part in parts {
+        let key =
+            layout::backup_part_key(label, &part.name).map_err(|reason| Error::InvalidLabel {
+                label: label.to_owned(),
+                reason,
+            })?;
+        expected.insert(key.to_string(), part.compressed_bytes);
+    }
+    let conflict = |key: String, what: &str| {
+        warn!(%label, %key, "'{key}' is {what}: another run with the same label is writing backup '{label}'");
+        Error::BackupExists {
+            label: label.to_owned(),
+            key,
+            repo: store.location().to_owned(),
+        }
+    };
+    for object in &stored {
+        match expected.remove(object.key.as_str()) {
+            Some(size) if size == object.size => {}
+            Some(_) => {
+                return Err(conflict(
+                    object.key.to_string(),
+                    "not the part this run stored",
+                ));
+            }
+            None => {
+                return Err(conflict(
+                    object.key.to_string(),
+                    "not a part this run stored",
+                ));
+            }
+        }
+    }
+    match expected.into_keys().next() {
+        Some(missing) => Err(conflict(missing, "missing")),
+        None => Ok(()),
+    }
 }
 
 /// What the stream produced, for the manifest.
@@ -596,7 +720,116 @@ async fn upload(
 
 #[cfg(test)]
 mod tests {
+    use walferry_manifest::backup::{BackupPart, Crc32};
+    use walferry_store::{MemoryStore, RetryConfig};
+
     use super::*;
+
+    async fn put(store: &Store, key: &str, body: &'static [u8]) {
+        let key = ObjectKey::new(key.to_owned()).unwrap();
+        let cancel = CancellationToken::new();
+        store
+            .put(&key, Bytes::from_static(body), PutMode::Create, &cancel)
+            .await
+            .unwrap();
+    }
+
+    async fn keys(store: &Store) -> Vec<String> {
+        let cancel = CancellationToken::new();
+        let objects = store.list("", &cancel).await.unwrap();
+        objects.into_iter().map(|o| o.key.to_string()).collect()
+    }
+
+    fn part(name: &str, compressed_bytes: u64) -> BackupPart {
+        BackupPart {
+            tablespace: None,
+            name: name.to_owned(),
+            offset: 0,
+            original_bytes: compressed_bytes,
+            compressed_bytes,
+            crc32: Crc32(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_run_leaves_nothing_in_the_way() {
+        let store = Store::memory(MemoryStore::new(), RetryConfig::default());
+        let cancel = CancellationToken::new();
+        let manifest = layout::backup_manifest_key("fixed").unwrap();
+        put(&store, "backups/fixed/base.tar.0000.zst", b"a").await;
+        put(&store, "backups/fixed/16385.tar.0000.zst", b"b").await;
+        put(&store, "backups/fixed2/base.tar.0000.zst", b"c").await;
+        put(&store, "backups/other/manifest.json", b"{}").await;
+
+        let removed = remove_interrupted(&store, "fixed", &manifest, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(removed, 2);
+        // Only the label's own prefix: not `fixed2`, not another backup.
+        assert_eq!(
+            keys(&store).await,
+            [
+                "backups/fixed2/base.tar.0000.zst",
+                "backups/other/manifest.json"
+            ]
+        );
+        // Nothing left: nothing to do.
+        let removed = remove_interrupted(&store, "fixed", &manifest, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(removed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_committed_label_is_never_cleared() {
+        let store = Store::memory(MemoryStore::new(), RetryConfig::default());
+        let cancel = CancellationToken::new();
+        let manifest = layout::backup_manifest_key("fixed").unwrap();
+        put(&store, "backups/fixed/base.tar.0000.zst", b"a").await;
+        put(&store, "backups/fixed/manifest.json", b"{}").await;
+        let err = remove_interrupted(&store, "fixed", &manifest, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BackupExists { .. }), "{err}");
+        assert_eq!(keys(&store).await.len(), 2, "nothing deleted");
+    }
+
+    #[tokio::test]
+    async fn the_commit_checks_the_parts_are_this_runs() {
+        let store = Store::memory(MemoryStore::new(), RetryConfig::default());
+        let cancel = CancellationToken::new();
+        put(&store, "backups/b/base.tar.0000.zst", b"aaaa").await;
+        put(&store, "backups/b/base.tar.0001.zst", b"bb").await;
+        let ours = [part("base.tar.0000.zst", 4), part("base.tar.0001.zst", 2)];
+        check_parts_stored(&store, "b", &ours, &cancel)
+            .await
+            .unwrap();
+
+        let table: [(&str, &[BackupPart]); 3] = [
+            (
+                "an object this run did not store",
+                &[part("base.tar.0000.zst", 4)],
+            ),
+            (
+                "a part has another size",
+                &[part("base.tar.0000.zst", 4), part("base.tar.0001.zst", 3)],
+            ),
+            (
+                "a part this run stored is gone",
+                &[
+                    part("base.tar.0000.zst", 4),
+                    part("base.tar.0001.zst", 2),
+                    part("base.tar.0002.zst", 1),
+                ],
+            ),
+        ];
+        for (case, parts) in table {
+            let err = check_parts_stored(&store, "b", parts, &cancel)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::BackupExists { .. }), "{case}: {err}");
+        }
+    }
 
     #[test]
     fn labels_come_from_the_start_time() {
