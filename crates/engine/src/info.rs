@@ -20,7 +20,7 @@ pub struct RepoInfo {
     pub pg_version: u32,
     /// The WAL segment size in bytes.
     pub wal_segment_size: u64,
-    /// Committed backups, oldest first.
+    /// Committed backups, oldest (by start LSN) first.
     pub backups: Vec<BackupInfo>,
     /// Timelines with WAL or a history file, in order.
     pub timelines: Vec<TimelineInfo>,
@@ -111,7 +111,9 @@ pub async fn info(store: &Store, cancel: &CancellationToken) -> Result<RepoInfo>
 
     let catalog = loaded.catalog();
     let mut backups = Vec::new();
-    for manifest in loaded.backups() {
+    let mut manifests: Vec<_> = loaded.backups().iter().collect();
+    manifests.sort_by(|a, b| (a.start_lsn, &a.label).cmp(&(b.start_lsn, &b.label)));
+    for manifest in manifests {
         let request = RestoreRequest {
             backup: Some(manifest.label.clone()),
             timeline: TargetTimeline::Current,

@@ -41,8 +41,13 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
+    join_blocking(tokio::task::spawn_blocking(f)).await?
+}
+
+/// Waits for work started with `spawn_blocking`; a panic there is resumed here.
+pub(crate) async fn join_blocking<T>(handle: tokio::task::JoinHandle<T>) -> Result<T> {
+    match handle.await {
+        Ok(r) => Ok(r),
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
         Err(_) => Err(Error::Internal {
             message: "a blocking task was cancelled because the runtime is shutting down".into(),

@@ -2,8 +2,9 @@
 //!
 //! The stream flows tar → [`PartWriter`] (cut and compress) → create-only uploads, with at
 //! most [`BackupOptions::jobs`] uploads in flight, so memory is bounded by about
-//! `(jobs + 1) × part size` (compressed parts, plus one batch of stream bytes) whatever the
-//! size of the database. The manifest is saved last, with a create-only put: that is the
+//! `(jobs + 1) × part size` (compressed parts, plus two 1 MiB batches of stream bytes: one
+//! being received while the previous one is compressed) whatever the size of the database.
+//! The manifest is saved last, with a create-only put: that is the
 //! commit point. A backup interrupted before it leaves parts but no manifest, and the catalog
 //! ignores parts without a manifest.
 //!
@@ -47,7 +48,7 @@ pub use walferry_pgwire::ConnectOptions;
 use super::parts::{FinishedPart, PartError, PartOptions, PartWriter};
 use crate::error::{Error, Result};
 use crate::push::load_or_create_descriptor;
-use crate::{blocking, store_error};
+use crate::{blocking, join_blocking, store_error};
 
 /// The default number of part uploads in flight.
 pub const DEFAULT_JOBS: NonZeroUsize = NonZeroUsize::new(4).expect("not zero");
@@ -414,12 +415,25 @@ struct Streamed {
     files: Vec<walferry_manifest::backup::BackupFile>,
 }
 
+/// What a batch's compression hands back: the writer, the emptied batch buffer for reuse,
+/// and the parts the batch completed.
+type Fed = (
+    PartWriter,
+    Vec<u8>,
+    std::result::Result<Vec<FinishedPart>, PartError>,
+);
+
 /// The archive being received.
 struct Current {
-    /// `None` only while it is on the blocking pool.
+    /// `None` exactly while `pending` holds it on the blocking pool.
     writer: Option<PartWriter>,
+    /// The compression of the previous batch, running while the next one is received.
+    pending: Option<tokio::task::JoinHandle<Fed>>,
     location: Option<String>,
+    /// Stream bytes received and not yet handed to the writer.
     batch: Vec<u8>,
+    /// A buffer for the next batch.
+    spare: Vec<u8>,
 }
 
 /// Runs `BASE_BACKUP` and stores every part; returns what the manifest needs.
@@ -508,8 +522,10 @@ async fn stream(
                 debug!(archive = %name, "archive started");
                 current = Some(Current {
                     writer: Some(writer),
+                    pending: None,
                     location: tablespace_location,
                     batch: Vec::with_capacity(FEED_BATCH),
+                    spare: Vec::with_capacity(FEED_BATCH),
                 });
             }
             BackupEvent::ManifestStart | BackupEvent::ManifestData(_) => {
@@ -557,7 +573,9 @@ fn part_error(e: PartError, label: &str, server: &str) -> Error {
     }
 }
 
-/// Compresses the batched bytes on the blocking pool and queues the parts they completed.
+/// Hands the batched bytes to the compressor on the blocking pool without waiting for it, so
+/// that the next batch is received while this one is compressed; first waits for the previous
+/// batch (a writer takes its input in order). Memory: two batches.
 async fn feed(
     cur: &mut Current,
     uploads: &mut Uploads<'_>,
@@ -567,20 +585,33 @@ async fn feed(
     if cur.batch.is_empty() {
         return Ok(());
     }
-    let batch = std::mem::take(&mut cur.batch);
-    // The writer moves to the blocking thread and back.
+    settle(cur, uploads, label, server).await?;
+    let batch = std::mem::replace(&mut cur.batch, std::mem::take(&mut cur.spare));
     let mut writer = cur
         .writer
         .take()
-        .expect("the writer is back after every feed");
-    let (writer, batch, done) = blocking(move || {
+        .expect("the writer is back once the previous batch is settled");
+    cur.pending = Some(tokio::task::spawn_blocking(move || {
         let done = writer.feed(&batch);
-        Ok((writer, batch, done))
-    })
-    .await?;
+        (writer, batch, done)
+    }));
+    Ok(())
+}
+
+/// Waits for the batch being compressed, if any, and queues the parts it completed.
+async fn settle(
+    cur: &mut Current,
+    uploads: &mut Uploads<'_>,
+    label: &str,
+    server: &str,
+) -> Result<()> {
+    let Some(task) = cur.pending.take() else {
+        return Ok(());
+    };
+    let (writer, mut batch, done) = join_blocking(task).await?;
     cur.writer = Some(writer);
-    cur.batch = batch;
-    cur.batch.clear();
+    batch.clear();
+    cur.spare = batch;
     for part in done.map_err(|e| part_error(e, label, server))? {
         uploads.push(part).await?;
     }
@@ -596,7 +627,8 @@ async fn end_archive(
     server: &str,
 ) -> Result<()> {
     feed(&mut cur, uploads, label, server).await?;
-    let writer = cur.writer.expect("the writer is back after every feed");
+    settle(&mut cur, uploads, label, server).await?;
+    let writer = cur.writer.expect("the writer is back once settled");
     let tablespace_oid = archive_tablespace(writer.archive()).flatten();
     let stream_len = writer.stream_len();
     let (last, files, parts) = blocking(move || Ok(writer.finish()))
