@@ -162,3 +162,41 @@ fn backup_s3() {
     walferry(ARCHIVE, &args, &repo.env, dir.path())
         .expect(3, &["backup 's3-first' already exists", "manifest.json"]);
 }
+
+/// A server that does not archive into the repository: the backup completes on the server
+/// but is not committed, because its last WAL segment never reaches the archive.
+#[test]
+fn backup_without_archiving_is_not_committed() {
+    let dir = TestDir::new("backup-no-archive").unwrap();
+    let repo = Repo::local(&dir);
+    let primary = start_cluster(
+        &dir,
+        "primary",
+        &walferry_testutil::pg::ClusterOptions::default(),
+    );
+    create_table(&primary);
+    let conninfo = primary.conninfo();
+    let run = walferry(
+        ARCHIVE,
+        &[
+            "backup",
+            "--conninfo",
+            &conninfo,
+            "--label",
+            "unarchived",
+            "--archive-timeout",
+            "2",
+        ],
+        &repo.env,
+        dir.path(),
+    );
+    run.expect(5, &["is not in", "was not committed", "archive_command"]);
+    assert!(
+        !repo
+            .local_objects()
+            .iter()
+            .any(|o| o.ends_with("manifest.json")),
+        "{:?}",
+        repo.local_objects()
+    );
+}

@@ -68,6 +68,12 @@ struct BackupArgs {
     #[arg(long, env = "WALFERRY_COMPRESS_LEVEL", default_value_t = walferry_engine::DEFAULT_COMPRESSION_LEVEL,
           value_parser = clap::value_parser!(i32).range(1..=19))]
     compress_level: i32,
+
+    /// Seconds to wait for PostgreSQL to archive the backup's last WAL segment before giving up
+    /// (nothing is committed then)
+    #[arg(long, env = "WALFERRY_ARCHIVE_TIMEOUT", value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    archive_timeout: u64,
 }
 
 impl BackupArgs {
@@ -92,6 +98,7 @@ impl BackupArgs {
                 part_size,
                 level: self.compress_level,
             },
+            archive_timeout: std::time::Duration::from_secs(self.archive_timeout),
         })
     }
 }

@@ -281,6 +281,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// The WAL segment holding a backup's end did not reach the repository in time.
+    #[error(
+        "backup '{label}' is complete on the server, but its last WAL segment {segment} is not in {repo} after {waited_secs} s, so the backup was not committed; HINT: check that archive_mode is on and archive_command pushes to this repository (see the server log), or raise --archive-timeout"
+    )]
+    EndNotArchived {
+        /// The backup's label.
+        label: String,
+        /// The segment waited for.
+        segment: String,
+        /// The repository URL.
+        repo: String,
+        /// How long it waited.
+        waited_secs: u64,
+    },
+
     /// The repository's catalog (history files, backup manifests) is damaged.
     #[error(
         "repository {repo}: {message}; HINT: run walferry-restore verify to list every damaged object"
@@ -364,7 +379,7 @@ impl Error {
                 walferry_manifest::PlanError::InvalidTarget { .. } => ErrorKind::Config,
                 _ => ErrorKind::Unavailable,
             },
-            Error::RecoveryFailed { .. } => ErrorKind::Postgres,
+            Error::RecoveryFailed { .. } | Error::EndNotArchived { .. } => ErrorKind::Postgres,
             Error::InvalidBackup { .. }
             | Error::PartMismatch { .. }
             | Error::RestoredFileMismatch { .. } => ErrorKind::Corrupt,

@@ -27,9 +27,13 @@
 //! identity (`IDENTIFY_SYSTEM`, `SHOW wal_segment_size` and the server's major version), as
 //! the first `push` would.
 //!
-//! `BASE_BACKUP` runs with `WAIT`: the server returns only once the last WAL segment the
-//! backup needs is archived, so a committed backup is restorable with the archive alone.
-//! That needs `archive_mode` on and a working `archive_command`, or the command hangs.
+//! A backup is committed only once the last WAL segment it needs (the one holding its stop
+//! LSN) is in the repository, so a committed backup is restorable with the archive alone.
+//! `BASE_BACKUP` runs with `NOWAIT` and walferry watches the repository itself, every 100 ms
+//! at first: PostgreSQL's own `WAIT` checks the archiver's progress only once a second, a
+//! fixed second added to every backup. That needs `archive_mode` on and a working
+//! `archive_command` into this repository; after [`BackupOptions::archive_timeout`] the
+//! backup fails with [`Error::EndNotArchived`] and commits nothing.
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,7 +45,7 @@ use walferry_manifest::backup::{FORMAT, Oid, Tablespace, label_problem};
 use walferry_manifest::{BackupManifest, ClusterIdentity, Timestamp, io as repo_io, layout};
 use walferry_pgwire::{BackupEvent, BaseBackupOptions, ReplicationClient};
 use walferry_store::{ArchiveStore, CancellationToken, ObjectKey, PutMode, Store};
-use walferry_wal::{Lsn, TimelineId, WalSegSize};
+use walferry_wal::{Lsn, SegmentName, TimelineId, WalFileName, WalSegSize};
 
 pub use walferry_pgwire::ConnectOptions;
 
@@ -68,7 +72,12 @@ pub struct BackupOptions {
     pub jobs: NonZeroUsize,
     /// How parts are cut and compressed.
     pub parts: PartOptions,
+    /// How long to wait for the backup's last WAL segment to be archived.
+    pub archive_timeout: Duration,
 }
+
+/// The default [`BackupOptions::archive_timeout`].
+pub const DEFAULT_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl BackupOptions {
     /// Defaults for everything but the connection.
@@ -78,6 +87,7 @@ impl BackupOptions {
             label: None,
             jobs: DEFAULT_JOBS,
             parts: PartOptions::default(),
+            archive_timeout: DEFAULT_ARCHIVE_TIMEOUT,
         }
     }
 }
@@ -163,6 +173,7 @@ pub async fn run(
         .instrument(tracing::info_span!("backup", %label))
         .await?;
     check_parts_stored(store, &label, &streamed.parts, cancel).await?;
+    wait_archived(store, &identity, &streamed, &label, options, cancel).await?;
     // The backup is complete on the server's side; a failure to close cleanly changes nothing.
     if let Err(e) = client.close().await {
         debug!("closing the replication connection: {e}");
@@ -354,6 +365,63 @@ async fn remove_interrupted(
     Ok(leftovers.len())
 }
 
+/// Waits until the segment holding the backup's stop LSN is in the repository.
+async fn wait_archived(
+    store: &Store,
+    identity: &ClusterIdentity,
+    streamed: &Streamed,
+    label: &str,
+    options: &BackupOptions,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let size = identity.wal_segment_size;
+    // The last byte of the backup lies before its stop LSN, as PostgreSQL counts it.
+    let last = Lsn(streamed.stop_lsn.0.saturating_sub(1)).segment_number(size);
+    let segment =
+        SegmentName::new(streamed.stop_timeline, last, size).map_err(|e| Error::Internal {
+            message: format!("the backup's stop LSN has no segment name: {e}"),
+        })?;
+    let key = layout::wal_key(&WalFileName::Segment(segment));
+    let started = Instant::now();
+    let mut reported = false;
+    loop {
+        match store.head(&key, cancel).await {
+            Ok(_) => {
+                debug!(segment = %segment, waited_ms = started.elapsed().as_millis() as u64, "end of the backup archived");
+                return Ok(());
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(source) => return Err(store_error("check", &key, store, source)),
+        }
+        let waited = started.elapsed();
+        if waited >= options.archive_timeout {
+            return Err(Error::EndNotArchived {
+                label: label.to_owned(),
+                segment: segment.to_string(),
+                repo: store.location().to_owned(),
+                waited_secs: waited.as_secs(),
+            });
+        }
+        if !reported && waited >= Duration::from_secs(10) {
+            reported = true;
+            info!(segment = %segment, "waiting for PostgreSQL to archive {segment}, the end of backup '{label}'");
+        }
+        let pause = if waited < Duration::from_secs(2) {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = cancel.cancelled() => {
+                return Err(Error::Cancelled {
+                    operation: format!("base backup '{label}'"),
+                });
+            }
+        }
+    }
+}
+
 /// Checks that `backups/<label>/` holds exactly `parts`, each with its stored size: nothing
 /// deleted or added by another run with the same label. Fails with [`Error::BackupExists`]
 /// naming the first object that differs.
@@ -453,7 +521,7 @@ async fn stream(
     let request = BaseBackupOptions {
         label: label.to_owned(),
         fast_checkpoint: true,
-        wait_for_archive: true,
+        wait_for_archive: false,
         manifest: false,
         tablespace_map: true,
         ..BaseBackupOptions::default()
