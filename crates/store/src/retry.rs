@@ -109,6 +109,32 @@ impl RequestPolicy {
         };
         retry(&self.retry, op, key, cancel, attempt).await
     }
+
+    /// Like [`run`](Self::run), except that an attempt once sent is never abandoned when
+    /// `cancel` fires: it runs to its end (or its request timeout), and its outcome is
+    /// returned. Cancellation still ends the wait for a slot and stops further attempts.
+    ///
+    /// For requests whose effect the server may apply even though the client walked away,
+    /// and which only the response names (CreateMultipartUpload): the caller learns of it
+    /// and can undo it, checking `cancel` afterwards.
+    pub(crate) async fn run_to_end<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        cancel: &CancellationToken,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let _permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            permit = self.limit.acquire() => permit.map_err(|_| Error::Cancelled)?,
+        };
+        retry_with(&self.retry, op, key, cancel, false, attempt).await
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or the policy gives up.
@@ -117,6 +143,23 @@ pub(crate) async fn retry<T, F, Fut>(
     op: &'static str,
     key: &str,
     cancel: &CancellationToken,
+    attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    retry_with(config, op, key, cancel, true, attempt).await
+}
+
+/// [`retry`], where `interrupt` says whether cancellation drops an attempt in flight (`true`)
+/// or only prevents the next one (`false`).
+async fn retry_with<T, F, Fut>(
+    config: &RetryConfig,
+    op: &'static str,
+    key: &str,
+    cancel: &CancellationToken,
+    interrupt: bool,
     mut attempt: F,
 ) -> Result<T>
 where
@@ -127,16 +170,29 @@ where
     let mut attempts = 0u32;
     loop {
         attempts = attempts.saturating_add(1);
-        let outcome = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(Error::Cancelled),
-            r = tokio::time::timeout(config.request_timeout, attempt()) => match r {
+        let timed = async {
+            match tokio::time::timeout(config.request_timeout, attempt()).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Timeout { op, key: key.to_owned(), after: config.request_timeout }),
-            },
+                Err(_) => Err(Error::Timeout {
+                    op,
+                    key: key.to_owned(),
+                    after: config.request_timeout,
+                }),
+            }
+        };
+        let outcome = if interrupt {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                r = timed => r,
+            }
+        } else {
+            timed.await
         };
         let err = match outcome {
             Ok(value) => return Ok(value),
+            // The attempt ran on past a cancellation only to learn its outcome.
+            Err(_) if cancel.is_cancelled() => return Err(Error::Cancelled),
             Err(err) if err.is_retryable() => err,
             Err(err) => return Err(err),
         };
@@ -183,6 +239,50 @@ mod tests {
             key: "k".into(),
             message: "reset".into(),
         }
+    }
+
+    /// `run_to_end` sees an attempt in flight through when cancelled, returns its outcome,
+    /// and makes no further attempt.
+    #[tokio::test]
+    async fn run_to_end_finishes_the_attempt_in_flight() {
+        let policy = RequestPolicy::new(quick(), NonZeroUsize::new(1).unwrap());
+        let cancel = CancellationToken::new();
+        let calls = AtomicU32::new(0);
+        let slow = || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let cancel = cancel.clone();
+            async move {
+                cancel.cancel();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(7)
+            }
+        };
+        let got = policy.run_to_end("create", "k", &cancel, slow).await;
+        assert_eq!(got.unwrap(), 7);
+        let cancel2 = CancellationToken::new();
+        let cancel = cancel2.clone();
+        let calls2 = AtomicU32::new(0);
+        let err = policy
+            .run_to_end("create", "k", &cancel2, || {
+                calls2.fetch_add(1, Ordering::SeqCst);
+                let cancel = cancel.clone();
+                async move {
+                    cancel.cancel();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err::<(), _>(transient())
+                }
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_cancelled(), "{err:?}");
+        assert_eq!(calls2.load(Ordering::SeqCst), 1);
+        // Cancelled before a slot is free: nothing is sent.
+        let err = policy
+            .run_to_end("create", "k", &cancel2, slow)
+            .await
+            .unwrap_err();
+        assert!(err.is_cancelled(), "{err:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -14,10 +14,14 @@
 //!   `412` is [`Error::AlreadyExists`] as for a single PUT. Each of these requests takes a slot
 //!   of the store's concurrency limit and is timed out and retried on its own under the store's
 //!   [`RetryConfig`](crate::RetryConfig) (the one retry loop), so a failed part costs one part.
-//!   On any failure or cancellation the upload is aborted, best effort; an upload left behind
-//!   (the abort failed, or the put future was dropped) holds storage until a bucket lifecycle
-//!   rule (`AbortIncompleteMultipartUpload`) removes it. Parts carry CRC32 checksums, as single
-//!   PUTs do.
+//!   On any failure or cancellation the upload is aborted, best effort, and ListParts then
+//!   checks that it is gone: a part the server was still receiving may land after the abort,
+//!   so the abort is repeated, a few times, until it is. A CreateMultipartUpload once sent is
+//!   seen through even when the put is cancelled (only its answer names the upload, which the
+//!   server may create regardless), and the upload it made is aborted. An upload left behind
+//!   (the abort failed, the create timed out, or the put future was dropped) holds storage
+//!   until a bucket lifecycle rule (`AbortIncompleteMultipartUpload`) removes it. Parts carry
+//!   CRC32 checksums, as single PUTs do.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -41,6 +45,13 @@ use crate::{ArchiveStore, GetResult, ObjectKey, ObjectMeta, PutMode};
 /// The longest an abort of a failed multipart upload may take, retries included. It runs
 /// after the put has already failed (or been cancelled), so it must not hold the caller long.
 const ABORT_BUDGET: Duration = Duration::from_secs(10);
+
+/// How many times an upload is aborted at most while ListParts still shows parts after an
+/// abort (parts that were in flight during it).
+const ABORT_ROUNDS: u32 = 5;
+
+/// The pause before aborting again, for parts in flight to land.
+const ABORT_RECHECK_DELAY: Duration = Duration::from_millis(200);
 
 /// A store in an S3 bucket under a key prefix.
 #[derive(Debug, Clone)]
@@ -250,9 +261,12 @@ impl S3Store {
         cancel: &CancellationToken,
     ) -> Result<()> {
         let full = self.full_key(key);
+        // The server may create the upload even if we stop listening, and only its answer
+        // names it: so the request, once sent, is seen through, and the upload aborted if the
+        // put was cancelled meanwhile.
         let upload_id = self
             .policy
-            .run("create multipart upload", key.as_str(), cancel, || async {
+            .run_to_end("create multipart upload", key.as_str(), cancel, || async {
                 let out = self
                     .client
                     .create_multipart_upload()
@@ -272,6 +286,11 @@ impl S3Store {
                 }
             })
             .await?;
+        if cancel.is_cancelled() {
+            self.abort_upload(key, &full, &upload_id, &Error::Cancelled)
+                .await;
+            return Err(Error::Cancelled);
+        }
         let result = self
             .upload_parts_and_complete(key, &full, &upload_id, body, mode, cancel)
             .await;
@@ -398,27 +417,16 @@ impl S3Store {
 
     /// Aborts a failed upload so that its parts stop taking storage. Best effort: a failure is
     /// logged, and the caller reports `why`.
+    ///
+    /// A part still in flight at the abort (dropped by us, but perhaps still being received by
+    /// the server) "might or might not succeed", as S3 puts it, and may have to be aborted
+    /// again: so after each abort, ListParts checks that the upload is gone (`NoSuchUpload`,
+    /// or no parts), and if not, the abort is repeated after [`ABORT_RECHECK_DELAY`], up to
+    /// [`ABORT_ROUNDS`] times, all within [`ABORT_BUDGET`].
     async fn abort_upload(&self, key: &ObjectKey, full: &str, upload_id: &str, why: &Error) {
-        // The caller's token may be what cancelled the put; the abort must still go out.
-        let cancel = CancellationToken::new();
-        let abort = retry(
-            self.policy.retry_config(),
-            "abort multipart upload",
-            key.as_str(),
-            &cancel,
-            || async {
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .upload_id(upload_id)
-                    .send()
-                    .await
-                    .map_err(|e| self.map_err("abort multipart upload", key.as_str(), e))
-            },
-        );
-        match tokio::time::timeout(ABORT_BUDGET, abort).await {
-            Ok(Ok(_)) => {
+        match tokio::time::timeout(ABORT_BUDGET, self.abort_until_gone(key, full, upload_id)).await
+        {
+            Ok(Ok(())) => {
                 tracing::debug!(key = %key, upload_id, "aborted multipart upload after: {why}");
             }
             Ok(Err(e)) => tracing::warn!(
@@ -431,6 +439,88 @@ impl S3Store {
                 upload_id,
                 "abort of multipart upload of '{key}' timed out after {ABORT_BUDGET:?} (it followed: {why}); HINT: a bucket lifecycle rule with AbortIncompleteMultipartUpload removes it"
             ),
+        }
+    }
+
+    /// Aborts the upload, then checks it is gone, aborting again while parts keep turning up.
+    async fn abort_until_gone(&self, key: &ObjectKey, full: &str, upload_id: &str) -> Result<()> {
+        // The caller's token may be what cancelled the put; the abort must still go out.
+        let cancel = CancellationToken::new();
+        let mut round = 1;
+        loop {
+            retry(
+                self.policy.retry_config(),
+                "abort multipart upload",
+                key.as_str(),
+                &cancel,
+                || async {
+                    match self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(full)
+                        .upload_id(upload_id)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        // Already gone: an earlier attempt whose answer was lost, or an
+                        // earlier round.
+                        Err(e) if is_no_such_upload(&e) => Ok(()),
+                        Err(e) => Err(self.map_err("abort multipart upload", key.as_str(), e)),
+                    }
+                },
+            )
+            .await?;
+            let parts = retry(
+                self.policy.retry_config(),
+                "list parts",
+                key.as_str(),
+                &cancel,
+                || async {
+                    match self
+                        .client
+                        .list_parts()
+                        .bucket(&self.bucket)
+                        .key(full)
+                        .upload_id(upload_id)
+                        .max_parts(1)
+                        .send()
+                        .await
+                    {
+                        Ok(out) => Ok(out.parts().len()),
+                        Err(e) if is_no_such_upload(&e) => Ok(0),
+                        Err(e) => Err(self.map_err("list parts", key.as_str(), e)),
+                    }
+                },
+            )
+            .await;
+            let parts = match parts {
+                Ok(n) => n,
+                Err(e) => {
+                    // The abort itself went through; only the check failed (a server without
+                    // ListParts, or credentials without s3:ListMultipartUploadParts).
+                    tracing::debug!(key = %key, upload_id, "cannot check that the multipart upload is gone after its abort: {e}");
+                    return Ok(());
+                }
+            };
+            if parts == 0 {
+                return Ok(());
+            }
+            if round >= ABORT_ROUNDS {
+                return Err(Error::Transient {
+                    op: "abort multipart upload",
+                    key: key.to_string(),
+                    message: format!("parts still listed after {round} aborts"),
+                });
+            }
+            tracing::debug!(
+                key = %key,
+                upload_id,
+                "multipart upload still has parts after abort {round}; aborting again"
+            );
+            round += 1;
+            tokio::time::sleep(ABORT_RECHECK_DELAY).await;
         }
     }
 
@@ -475,6 +565,11 @@ impl S3Store {
         keys.sort();
         Ok(keys)
     }
+}
+
+/// Whether S3 answered `NoSuchUpload`: the multipart upload does not exist (any more).
+fn is_no_such_upload<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    matches!(err, SdkError::ServiceError(service) if service.err().code() == Some("NoSuchUpload"))
 }
 
 /// Names the part in the message of an error from an UploadPart request.

@@ -26,6 +26,12 @@ fn slow_server_and_config(dir: &std::path::Path) -> (S3Server, StoreConfig) {
     })
     .unwrap();
     server.create_bucket("multipart").unwrap();
+    let config = store_config(&server);
+    (server, config)
+}
+
+/// The store at `multipart`/`p` on `server`, with the multipart options above.
+fn store_config(server: &S3Server) -> StoreConfig {
     let mut config = StoreConfig::new(Location::S3 {
         bucket: "multipart".into(),
         prefix: "p".into(),
@@ -45,7 +51,7 @@ fn slow_server_and_config(dir: &std::path::Path) -> (S3Server, StoreConfig) {
         },
         ..S3Options::default()
     };
-    (server, config)
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +78,59 @@ async fn cancelled_upload_is_aborted() {
     assert!(pending.is_empty(), "not aborted: {pending:?}");
     let err = store.head(&key, &fresh).await.expect_err("no object");
     assert!(err.is_not_found(), "{err:?}");
+}
+
+/// A put cancelled while its CreateMultipartUpload is in flight, after the server made the
+/// upload but before the answer naming it arrived: the put waits for the answer and aborts
+/// the upload, rather than leave it behind unnamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_during_create_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let answer_delay = Duration::from_millis(500);
+    let server = S3Server::start(S3ServerConfig {
+        network: NetworkProfile {
+            first_byte_delay: answer_delay,
+            bandwidth_bytes_per_sec: None,
+        },
+        ..S3ServerConfig::new(dir.path())
+    })
+    .unwrap();
+    server.create_bucket("multipart").unwrap();
+    let store = Store::open(&store_config(&server)).await.unwrap();
+    let key = ObjectKey::new("cancel/create").unwrap();
+    let body = patterned_body(20 << 20, 3);
+    let cancel = CancellationToken::new();
+    let put = {
+        let (store, key, cancel) = (store.clone(), key.clone(), cancel.clone());
+        tokio::spawn(async move { store.put(&key, body, PutMode::Create, &cancel).await })
+    };
+    // s3s-fs records an upload as `<root>/.upload-<id>.json`; the answer is held back.
+    let uploads_on_disk = || {
+        std::fs::read_dir(server.root())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + answer_delay / 2;
+    while uploads_on_disk() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server made no upload"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!put.is_finished(), "the create was answered already");
+    cancel.cancel();
+    let err = put.await.unwrap().expect_err("a cancelled put fails");
+    assert!(err.is_cancelled(), "{err:?}");
+    let fresh = CancellationToken::new();
+    let pending = store.incomplete_uploads("cancel/", &fresh).await.unwrap();
+    assert!(pending.is_empty(), "not aborted: {pending:?}");
+    assert_eq!(uploads_on_disk(), 0);
 }
 
 #[test]

@@ -73,7 +73,13 @@
 //! longer than the object (`bytes=-5000` of 1,000 bytes) got `500` instead
 //! of the whole object, and an object completed by multipart upload kept
 //! the stored checksum of an earlier object under its key (even a deleted
-//! one), so aws-sdk-s3 failed every GET of it with `ChecksumMismatch`.
+//! one), so aws-sdk-s3 failed every GET of it with `ChecksumMismatch`. And
+//! an UploadPart still receiving its body when the upload was aborted was
+//! answered `200` and its part file stayed on disk for good; here it gets
+//! `404 NoSuchUpload` and its file is removed (the end of each UploadPart and
+//! the abort take the key's lock), and UploadPart, ListParts, Abort and
+//! Complete of an upload that is gone get `NoSuchUpload` as from S3, not
+//! `403 AccessDenied` (ListParts listed whatever part files were on disk).
 //!
 //! # Network profile
 //!

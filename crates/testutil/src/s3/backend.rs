@@ -11,9 +11,16 @@
 //! - `complete_multipart_upload`: serialised per key, and stale checksums
 //!   of an earlier object under the key are dropped;
 //! - `copy_object`: serialised per destination key;
-//! - `upload_part`: the same digest verification as `put_object`;
+//! - `upload_part`: the same digest verification as `put_object`, and a part
+//!   that lands after its upload was aborted is removed (`NoSuchUpload`);
+//! - `abort_multipart_upload`: serialised per key with the end of each
+//!   `upload_part`;
 //!
 //! and adds `list_multipart_uploads`, which s3s-fs answers with `501`.
+//! UploadPart, ListParts, AbortMultipartUpload and CompleteMultipartUpload of
+//! an upload that does not exist (any more) get `404 NoSuchUpload`, as from
+//! S3, instead of s3s-fs's `403 AccessDenied` or, for ListParts, the part
+//! files that happen to be on disk.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -62,10 +69,10 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// uploads and large-read GET bodies.
 #[derive(Debug)]
 pub(crate) struct Backend {
-    fs: s3s_fs::FileSystem,
+    fs: Arc<s3s_fs::FileSystem>,
     /// The same absolute, canonical root that `fs` resolves keys under.
     root: PathBuf,
-    locks: KeyLocks,
+    locks: Arc<KeyLocks>,
 }
 
 impl Backend {
@@ -75,10 +82,27 @@ impl Backend {
         let fs = s3s_fs::FileSystem::new(&root)
             .map_err(|e| io::Error::other(format!("open s3s-fs root {}: {e:?}", root.display())))?;
         Ok(Self {
-            fs,
+            fs: Arc::new(fs),
             root,
-            locks: KeyLocks::default(),
+            locks: Arc::default(),
         })
+    }
+
+    /// Whether s3s-fs still tracks the multipart upload `upload_id` (its
+    /// `<root>/.upload-<uuid>.json`, which complete and abort remove); `None`
+    /// when `upload_id` is not a UUID as s3s-fs hands them out, which is left
+    /// for s3s-fs to judge.
+    async fn upload_exists(&self, upload_id: &str) -> Option<bool> {
+        let path = upload_info_path(&self.root, upload_id)?;
+        Some(tokio::fs::try_exists(path).await.unwrap_or(true))
+    }
+
+    /// Fails with `NoSuchUpload` when the upload `upload_id` does not exist.
+    async fn require_upload(&self, upload_id: &str) -> S3Result<()> {
+        if self.upload_exists(upload_id).await == Some(false) {
+            return Err(no_such_upload());
+        }
+        Ok(())
     }
 
     /// The file s3s-fs stores `bucket`/`key` in, when the key maps to a plain
@@ -428,10 +452,52 @@ impl S3 for Backend {
                 outcome.clone(),
             )));
         }
-        self.fs
-            .upload_part(req)
-            .await
-            .map_err(|err| outcome.take().unwrap_or(err))
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        let upload_id = req.input.upload_id.clone();
+        let part_path = upload_info_path(&self.root, &upload_id).map(|_| {
+            self.root.join(format!(
+                ".upload_id-{upload_id}.part-{}",
+                req.input.part_number
+            ))
+        });
+        self.require_upload(&upload_id).await?;
+        // s3s-fs renames the part into place at its end, on the blocking pool:
+        // were this handler dropped there (the client went away), the rename
+        // would still happen, unchecked. So the part is received, renamed and
+        // checked in a task of its own.
+        let fs = Arc::clone(&self.fs);
+        let locks = Arc::clone(&self.locks);
+        let root = self.root.clone();
+        let task = tokio::spawn(async move {
+            let upload_gone = || async {
+                match upload_info_path(&root, &upload_id) {
+                    Some(info) => !tokio::fs::try_exists(info).await.unwrap_or(true),
+                    None => false,
+                }
+            };
+            let resp = match fs.upload_part(req).await {
+                Ok(resp) => resp,
+                // s3s-fs's own check found the upload aborted after ours.
+                Err(_) if upload_gone().await => return Err(no_such_upload()),
+                Err(err) => return Err(outcome.take().unwrap_or(err)),
+            };
+            // An abort that ran while the part was being received did not see
+            // it; the abort holds the key's lock, so after taking it the
+            // upload's existence is settled.
+            let _guard = locks.lock(&bucket, &key).await;
+            if upload_gone().await {
+                if let Some(part) = &part_path
+                    && let Err(e) = tokio::fs::remove_file(part).await
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::error!(path = %part.display(), error = %e, "cannot remove a part that landed after its upload was aborted");
+                }
+                return Err(no_such_upload());
+            }
+            Ok(resp)
+        });
+        task.await
+            .map_err(|e| s3_error!(InternalError, "upload part task failed: {e}"))?
     }
 
     async fn upload_part_copy(
@@ -445,6 +511,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.require_upload(&req.input.upload_id).await?;
         self.fs.list_parts(req).await
     }
 
@@ -454,6 +521,7 @@ impl S3 for Backend {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        self.require_upload(&req.input.upload_id).await?;
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         let resp = self.fs.complete_multipart_upload(req).await?;
         if let Err(e) = self.forget_stale_checksums(&bucket, &key).await {
@@ -462,10 +530,14 @@ impl S3 for Backend {
         Ok(resp)
     }
 
+    /// Serialised with the check at the end of `upload_part`, so that a part
+    /// landing during the abort is removed by one or the other.
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        self.require_upload(&req.input.upload_id).await?;
         self.fs.abort_multipart_upload(req).await
     }
 
@@ -506,6 +578,26 @@ impl S3 for Backend {
             ..Default::default()
         }))
     }
+}
+
+/// `<root>/.upload-<upload_id>.json`, where s3s-fs 0.14.1 records an upload
+/// in progress, if `upload_id` is a UUID in the form s3s-fs hands out
+/// (lowercase, hyphenated), so that the name is the one s3s-fs uses.
+fn upload_info_path(root: &Path, upload_id: &str) -> Option<PathBuf> {
+    let canonical = upload_id.len() == 36
+        && upload_id.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    canonical.then(|| root.join(format!(".upload-{upload_id}.json")))
+}
+
+/// S3's answer for an upload id that names no upload in progress.
+fn no_such_upload() -> S3Error {
+    s3_error!(
+        NoSuchUpload,
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -1069,6 +1161,126 @@ mod tests {
                 "{range:?}"
             );
         }
+    }
+
+    fn request<T>(input: T) -> S3Request<T> {
+        S3Request {
+            input,
+            method: http::Method::PUT,
+            uri: http::Uri::from_static("/"),
+            headers: http::HeaderMap::new(),
+            extensions: http::Extensions::new(),
+            credentials: None,
+            region: None,
+            service: None,
+            trailing_headers: None,
+        }
+    }
+
+    fn part_files(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload_id-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A part still being received when its upload is aborted does not
+    /// outlive the abort: it gets `NoSuchUpload` and its file is removed, and
+    /// the upload stays gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn part_landing_after_abort_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(Backend::new(dir.path()).unwrap());
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("bkt")).unwrap();
+        let created = backend
+            .create_multipart_upload(request(
+                CreateMultipartUploadInput::builder()
+                    .bucket("bkt".into())
+                    .key("k".into())
+                    .build()
+                    .unwrap(),
+            ))
+            .await
+            .unwrap();
+        let upload_id = created.output.upload_id.unwrap();
+
+        // The body arrives as the test sends it; `pulled` tells when s3s-fs
+        // has read a piece, so past its own check of the upload.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(1);
+        let (pulled_tx, mut pulled) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let body = StreamingBlob::wrap(futures::stream::unfold(rx, move |mut rx| {
+            let pulled_tx = pulled_tx.clone();
+            async move {
+                let item = rx.recv().await?;
+                let _ = pulled_tx.send(());
+                Some((item, rx))
+            }
+        }));
+        let part = {
+            let backend = Arc::clone(&backend);
+            let input = UploadPartInput::builder()
+                .bucket("bkt".into())
+                .key("k".into())
+                .upload_id(upload_id.clone())
+                .part_number(1)
+                .body(Some(body))
+                .build()
+                .unwrap();
+            tokio::spawn(async move { backend.upload_part(request(input)).await })
+        };
+        tx.send(Ok(Bytes::from_static(b"first half ")))
+            .await
+            .unwrap();
+        pulled.recv().await.unwrap();
+
+        let abort = |id: String| {
+            let backend = Arc::clone(&backend);
+            async move {
+                backend
+                    .abort_multipart_upload(request(
+                        AbortMultipartUploadInput::builder()
+                            .bucket("bkt".into())
+                            .key("k".into())
+                            .upload_id(id)
+                            .build()
+                            .unwrap(),
+                    ))
+                    .await
+            }
+        };
+        abort(upload_id.clone()).await.unwrap();
+
+        tx.send(Ok(Bytes::from_static(b"second half")))
+            .await
+            .unwrap();
+        drop(tx);
+        let err = part
+            .await
+            .unwrap()
+            .expect_err("a part of an aborted upload");
+        assert_eq!(err.code().as_str(), "NoSuchUpload");
+        assert!(part_files(&root).is_empty(), "{:?}", part_files(&root));
+
+        let err = backend
+            .list_parts(request(
+                ListPartsInput::builder()
+                    .bucket("bkt".into())
+                    .key("k".into())
+                    .upload_id(upload_id.clone())
+                    .build()
+                    .unwrap(),
+            ))
+            .await
+            .expect_err("parts of an aborted upload");
+        assert_eq!(err.code().as_str(), "NoSuchUpload");
+        let err = abort(upload_id).await.expect_err("a second abort");
+        assert_eq!(err.code().as_str(), "NoSuchUpload");
+        let listed = backend.pending_uploads("bkt", "").await.unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
     }
 
     #[tokio::test]
