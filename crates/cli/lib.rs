@@ -5,6 +5,9 @@
 //! operation, map its outcome to an exit code.
 
 #![deny(missing_docs)]
+// Futures that nest the AWS SDK's are deeper than rustc's default query depth (128) allows
+// when it computes their layout in release builds.
+#![recursion_limit = "256"]
 
 pub mod config;
 pub mod exit;

@@ -1,5 +1,9 @@
 //! `walferry-archive`: everything that writes to the repository.
 
+// Futures that nest the AWS SDK's are deeper than rustc's default query depth (128) allows
+// when it computes their layout in release builds.
+#![recursion_limit = "256"]
+
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
