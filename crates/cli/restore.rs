@@ -68,7 +68,7 @@ pub struct RestoreArgs {
     pub start: bool,
 
     /// Directory of PostgreSQL's programs, for --start [default: PATH, then
-    /// /usr/lib/postgresql/<version>/bin]
+    /// /usr/lib/postgresql/MAJOR/bin]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
 
