@@ -22,11 +22,11 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// A duration as `42 s`, `3 min 20 s` or `2 h 05 min`.
+/// A duration as `0.4 s`, `42.0 s`, `3 min 20 s` or `2 h 05 min`.
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     match secs {
-        0..60 => format!("{secs} s"),
+        0..60 => format!("{:.1} s", d.as_secs_f64()),
         60..3600 => format!("{} min {:02} s", secs / 60, secs % 60),
         _ => format!("{} h {:02} min", secs / 3600, secs % 3600 / 60),
     }
@@ -129,7 +129,8 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-        assert_eq!(human_duration(Duration::from_secs(42)), "42 s");
+        assert_eq!(human_duration(Duration::from_millis(420)), "0.4 s");
+        assert_eq!(human_duration(Duration::from_secs(42)), "42.0 s");
         assert_eq!(human_duration(Duration::from_secs(200)), "3 min 20 s");
         assert_eq!(human_duration(Duration::from_secs(7500)), "2 h 05 min");
     }
@@ -145,7 +146,7 @@ mod tests {
         };
         assert_eq!(
             describe(&now, Duration::from_secs(10)),
-            "restoring: 1.0 GiB of 4.0 GiB (25%), 250 of 1000 files, 102.4 MiB/s, about 30 s left"
+            "restoring: 1.0 GiB of 4.0 GiB (25%), 250 of 1000 files, 102.4 MiB/s, about 30.0 s left"
         );
         let checking = ProgressSnapshot {
             written_bytes: 4 << 30,
