@@ -796,6 +796,10 @@ impl<'a> Uploads<'a> {
 }
 
 /// Stores one part with a create-only put; returns its stored size.
+/// Stores one part with a create-only put. An existing object with the very same bytes is
+/// success: a retried request whose first attempt had already been stored meets itself (the
+/// label's leftovers were removed before the stream began, so nothing else can be there
+/// unless another run writes the same label).
 async fn upload(
     store: &Store,
     key: &ObjectKey,
@@ -804,16 +808,27 @@ async fn upload(
     cancel: &CancellationToken,
 ) -> Result<u64> {
     let len = body.len() as u64;
-    match store.put(key, body, PutMode::Create, cancel).await {
+    match store.put(key, body.clone(), PutMode::Create, cancel).await {
         Ok(()) => {
             debug!(%key, bytes = len, "part stored");
             Ok(len)
         }
-        Err(e) if e.is_already_exists() => Err(Error::BackupExists {
-            label: label.to_owned(),
-            key: key.to_string(),
-            repo: store.location().to_owned(),
-        }),
+        Err(e) if e.is_already_exists() => {
+            let stored = store
+                .get(key, None, cancel)
+                .await
+                .map_err(|source| store_error("read back", key, store, source))?;
+            if stored.body == body {
+                debug!(%key, "part already stored by an earlier attempt of this upload");
+                Ok(len)
+            } else {
+                Err(Error::BackupExists {
+                    label: label.to_owned(),
+                    key: key.to_string(),
+                    repo: store.location().to_owned(),
+                })
+            }
+        }
         Err(source) => Err(store_error("upload", key, store, source)),
     }
 }
@@ -978,5 +993,21 @@ mod tests {
         ] {
             assert_eq!(archive_tablespace(bad), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_upload_meeting_its_own_earlier_attempt_succeeds() {
+        let store = Store::memory(MemoryStore::default(), RetryConfig::ARCHIVE);
+        let cancel = CancellationToken::new();
+        put(&store, "backups/b/base.tar.0000.zst", b"part").await;
+        let key = ObjectKey::new("backups/b/base.tar.0000.zst".to_owned()).unwrap();
+        let len = upload(&store, &key, "b", Bytes::from_static(b"part"), &cancel)
+            .await
+            .unwrap();
+        assert_eq!(len, 4);
+        let err = upload(&store, &key, "b", Bytes::from_static(b"other"), &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BackupExists { .. }), "{err}");
     }
 }
