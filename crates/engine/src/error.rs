@@ -336,6 +336,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another prefetch pipeline is running on this data directory's spool.
+    #[error(
+        "spool generation '{path}' is held by another running walferry pipeline; HINT: one prefetch pipeline can run per data directory: stop the other one first"
+    )]
+    SpoolBusy {
+        /// The generation directory whose lock is held.
+        path: PathBuf,
+    },
+
     /// A restored file does not have the content its backup manifest records.
     #[error("restored file '{path}' does not match its backup manifest: {reason}")]
     RestoredFileMismatch {
@@ -374,7 +383,9 @@ impl Error {
             Error::InvalidLabel { .. } => ErrorKind::Config,
             Error::BackupExists { .. } => ErrorKind::Conflict,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
-            Error::TargetNotEmpty { .. } | Error::InvalidRequest { .. } => ErrorKind::Config,
+            Error::TargetNotEmpty { .. }
+            | Error::InvalidRequest { .. }
+            | Error::SpoolBusy { .. } => ErrorKind::Config,
             Error::Unreachable { source, .. } => match source {
                 walferry_manifest::PlanError::InvalidTarget { .. } => ErrorKind::Config,
                 _ => ErrorKind::Unavailable,

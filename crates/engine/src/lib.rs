@@ -23,6 +23,7 @@ mod local;
 mod part_check;
 mod push;
 pub mod restore;
+pub mod spool;
 pub mod tar;
 pub mod verify;
 

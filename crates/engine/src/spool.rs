@@ -1,0 +1,927 @@
+//! The spool: where the prefetch pipeline leaves verified WAL files for `fetch` to take.
+//!
+//! The spool lives inside the data directory's WAL directory, so that serving a file is a
+//! `rename(2)` on the filesystem of `pg_wal` (which may be a symlink to another filesystem;
+//! nothing is resolved, paths are only joined):
+//!
+//! ```text
+//! <pg_wal>/walferry-spool/
+//!     current                           "3f9c0a1b2c3d4e5f\n": the generation to serve from
+//!     3f9c0a1b2c3d4e5f/                 the generation of the running pipeline
+//!         lock                          locked (exclusive) while the pipeline runs
+//!         000000010000000000000003      published: complete, verified, ready to be taken
+//!         000000010000000000000004.tmp  being written; never served
+//!     0a1b2c3d4e5f6071/                 stale: its pipeline died; the next one removes it
+//! ```
+//!
+//! A generation is named by 16 lowercase hex digits, chosen at random by the pipeline that
+//! creates it. `current` holds that name and a newline.
+//!
+//! # The contract
+//!
+//! - [`SpoolWriter::create`] starts a fresh, empty generation, locks it, points `current` at it
+//!   and removes every other generation. It fails with [`Error::SpoolBusy`] when another
+//!   generation's lock is held: one pipeline per data directory.
+//! - [`SpoolWriter::publish`] renames a complete file into the generation: a reader sees either
+//!   no file or the whole file under a WAL file name.
+//! - [`SpoolReader::take`] serves a file only from a *live* generation: the one `current`
+//!   names, whose lock its pipeline holds at the moment of the check. A file found there is
+//!   safe to hand to PostgreSQL because only the running pipeline writes into its own
+//!   generation, the generation was empty when it was created, and the pipeline publishes only
+//!   files it has downloaded and verified (frame checksum, size, page header) for this
+//!   recovery. A stale generation is never served from, even though its files were verified
+//!   once: its pipeline is gone, and with it the knowledge of which recovery (repository,
+//!   timeline) they were fetched for. The reader leaves a stale generation alone; the next
+//!   pipeline removes it. If the pipeline dies between the check and the rename, the file
+//!   served is still one it verified for this recovery.
+//!
+//! # Locks
+//!
+//! Locks are `flock(2)`-style ([`File::try_lock`]): held per open file description, so a second
+//! open of the lock file sees the lock even in the same process, and released by the kernel when
+//! the process dies, so a crashed pipeline's generation turns stale by itself.
+//!
+//! Only a generation's own pipeline ever takes its lock *exclusively*. Everyone else only
+//! checks it, with a *shared* try-lock released at once: it fails only while the pipeline holds
+//! its exclusive lock. Checks never disturb each other, so "locked" means exactly "its pipeline
+//! runs". (Were checks exclusive, a reader checking a stale generation, or a starting pipeline
+//! clearing it away, would for that moment make it look live to another reader, and a stale
+//! file could be served.)
+//!
+//! Nothing in the spool is fsynced except `current`: PostgreSQL makes a restored file durable
+//! itself, and after a crash every generation is stale anyway.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, warn};
+use walferry_wal::WalFileName;
+
+use crate::error::{Error, Result};
+
+/// The spool directory's name inside `pg_wal`.
+pub const SPOOL_DIR: &str = "walferry-spool";
+
+/// The file naming the generation to serve from.
+const CURRENT: &str = "current";
+
+/// The lock file inside a generation.
+const LOCK: &str = "lock";
+
+/// The length of a generation id: 16 hex digits.
+const GENERATION_LEN: usize = 16;
+
+/// What [`SpoolReader::take`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The file was renamed from the live generation to the destination.
+    Served,
+    /// No live spool, or the live generation does not hold the file; the destination is
+    /// untouched.
+    Miss,
+}
+
+/// The fetch side of the spool: takes published files out of the live generation.
+///
+/// Needs no async runtime. A take allocates a path and a name and makes a handful of system
+/// calls: open and read `current`, open and check the generation's `lock`, and one rename.
+#[derive(Debug, Clone)]
+pub struct SpoolReader {
+    dir: PathBuf,
+}
+
+impl SpoolReader {
+    /// The reader of the spool of the WAL directory `pg_wal`. Does no I/O.
+    pub fn new(pg_wal: &Path) -> Self {
+        SpoolReader {
+            dir: pg_wal.join(SPOOL_DIR),
+        }
+    }
+
+    /// Moves WAL file `name` from the live generation to `dest`, replacing `dest`.
+    ///
+    /// Returns [`Taken::Miss`] when there is no spool, `current` is missing or malformed, the
+    /// generation it names is stale (its lock is not held) or gone, or the generation does not
+    /// hold the file. `dest` must be on the filesystem of `pg_wal` (PostgreSQL's `%p` is); if it
+    /// is not, the file stays in the spool and the answer is `Miss`. Errors are failures to
+    /// read the spool or to rename, with the path named.
+    pub fn take(&self, name: &WalFileName, dest: &Path) -> Result<Taken> {
+        let mut path = PathBuf::with_capacity(self.dir.as_os_str().len() + 64);
+        path.push(&self.dir);
+        path.push(CURRENT);
+        let mut buf = [0u8; GENERATION_LEN + 2];
+        let Some(generation) = read_current(&path, &mut buf)? else {
+            return Ok(Taken::Miss);
+        };
+        path.set_file_name(generation);
+        path.push(LOCK);
+        if !is_live(&path)? {
+            debug!(file = %name, generation, "spool generation is stale; not serving from it");
+            return Ok(Taken::Miss);
+        }
+        path.set_file_name(name.to_string());
+        match fs::rename(&path, dest) {
+            Ok(()) => {
+                debug!(file = %name, generation, "served from the spool");
+                Ok(Taken::Served)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Taken::Miss),
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                warn!(
+                    file = %name,
+                    dest = %dest.display(),
+                    "the destination is not on the spool's filesystem; not serving from the spool"
+                );
+                Ok(Taken::Miss)
+            }
+            Err(source) => Err(Error::LocalIo {
+                action: "move from the spool",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Reads `current` into `buf` and returns the generation it names; `None` when it is missing
+/// or malformed. A malformed id is never joined to a path.
+fn read_current<'b>(path: &Path, buf: &'b mut [u8; GENERATION_LEN + 2]) -> Result<Option<&'b str>> {
+    let io_err = |source| Error::LocalIo {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    let text = match &buf[..len] {
+        [id @ .., b'\n'] | id => id,
+    };
+    match std::str::from_utf8(text) {
+        Ok(id) if is_generation_id(id) => Ok(Some(id)),
+        _ => {
+            warn!(path = %path.display(), "spool pointer is malformed; not serving from the spool");
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the generation whose lock file is at `path` is live: its pipeline holds the lock.
+/// Checked with a shared lock, released at once; a missing file is not locked.
+fn is_live(path: &Path) -> Result<bool> {
+    let io_err = |action, source| Error::LocalIo {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("open", e)),
+    };
+    match file.try_lock_shared() {
+        // Closing the file releases the lock.
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(io_err("lock", e)),
+    }
+}
+
+/// Whether `s` is a generation id: exactly 16 lowercase hex digits.
+fn is_generation_id(s: &str) -> bool {
+    s.len() == GENERATION_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A fresh generation id: the process id and the time, hashed with the per-process random
+/// keys of [`RandomState`].
+fn new_generation_id() -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The state of a file the writer published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Published {
+    /// In the generation, this many bytes.
+    Held(u64),
+    /// Taken by fetch.
+    Taken,
+}
+
+/// The pipeline side of the spool: owns one generation for as long as it lives.
+///
+/// Dropping the writer without [`remove`](SpoolWriter::remove) releases the lock and leaves a
+/// stale generation behind, exactly as a crash does: readers never serve from it and the next
+/// pipeline removes it. All methods block; call them from a blocking thread.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    dir: PathBuf,
+    generation: String,
+    gen_dir: PathBuf,
+    /// Holds the generation's lock until the writer is dropped.
+    lock: File,
+    files: HashMap<WalFileName, Published>,
+    bytes_held: u64,
+}
+
+/// Something a starting pipeline removes once `current` points at its own generation.
+#[derive(Debug)]
+enum Leftover {
+    /// A stale generation directory, with a shared lock on it held while it is removed, so that
+    /// no pipeline can take it for its own meanwhile (`None` when it has no lock file).
+    Generation(PathBuf, Option<File>),
+    /// A temporary `current` of a pipeline that died while starting.
+    Pointer(PathBuf),
+}
+
+impl SpoolWriter {
+    /// Starts a generation in the spool of the WAL directory `pg_wal`: creates it, locks it,
+    /// points `current` at it and removes every other generation.
+    ///
+    /// Fails with [`Error::SpoolBusy`] when another generation's lock is held (another pipeline
+    /// runs on this data directory); then nothing of the running pipeline's spool is touched
+    /// and the new generation is removed again.
+    pub fn create(pg_wal: &Path) -> Result<SpoolWriter> {
+        let dir = pg_wal.join(SPOOL_DIR);
+        fs::create_dir_all(&dir).map_err(|source| Error::LocalIo {
+            action: "create directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let (generation, gen_dir) = create_generation_dir(&dir)?;
+        match Self::start(dir, generation, gen_dir.clone()) {
+            Ok(writer) => Ok(writer),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&gen_dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn start(dir: PathBuf, generation: String, gen_dir: PathBuf) -> Result<SpoolWriter> {
+        let lock_path = gen_dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+            .map_err(|source| Error::LocalIo {
+                action: "create",
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            // A pipeline starting at the same moment is checking our fresh generation: of two
+            // pipelines starting together, at least one fails.
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::SpoolBusy {
+                    path: gen_dir.clone(),
+                });
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(Error::LocalIo {
+                    action: "lock",
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+
+        // Checked before `current` moves, so that a second pipeline never takes the running
+        // one's `current` away.
+        let leftovers = find_leftovers(&dir, &generation)?;
+        write_current(&dir, &generation)?;
+        for leftover in leftovers {
+            let (path, result) = match leftover {
+                Leftover::Generation(path, lock) => {
+                    let result = fs::remove_dir_all(&path);
+                    drop(lock);
+                    (path, result)
+                }
+                Leftover::Pointer(path) => {
+                    let result = fs::remove_file(&path);
+                    (path, result)
+                }
+            };
+            match result {
+                Ok(()) => debug!(path = %path.display(), "removed a stale spool generation"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::LocalIo {
+                        action: "remove",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(SpoolWriter {
+            dir,
+            generation,
+            gen_dir,
+            lock,
+            files: HashMap::new(),
+            bytes_held: 0,
+        })
+    }
+
+    /// The generation's id.
+    pub fn generation(&self) -> &str {
+        &self.generation
+    }
+
+    /// Where to write `name` before publishing it: inside the generation, under a name that is
+    /// never served.
+    pub fn path_for_tmp(&self, name: &WalFileName) -> PathBuf {
+        self.gen_dir.join(format!("{name}.tmp"))
+    }
+
+    /// Makes the complete, verified file at `tmp` available as `name`, replacing an earlier
+    /// copy of `name`. Atomic: a reader sees no file or the whole file. `tmp` must be on the
+    /// spool's filesystem (see [`path_for_tmp`](SpoolWriter::path_for_tmp)). Syncing the file is
+    /// the caller's choice; nothing else is synced.
+    pub fn publish(&mut self, name: &WalFileName, tmp: &Path) -> Result<()> {
+        let io_err = |action, source| Error::LocalIo {
+            action,
+            path: tmp.to_owned(),
+            source,
+        };
+        let bytes = fs::metadata(tmp).map_err(|e| io_err("stat", e))?.len();
+        fs::rename(tmp, self.gen_dir.join(name.to_string()))
+            .map_err(|e| io_err("publish to the spool", e))?;
+        if let Some(Published::Held(old)) = self.files.insert(*name, Published::Held(bytes)) {
+            self.bytes_held -= old;
+        }
+        self.bytes_held += bytes;
+        Ok(())
+    }
+
+    /// Whether fetch took `name`: published by this writer and no longer in the generation.
+    /// One `stat` for a file still held; `false` for a file never published.
+    pub fn taken(&mut self, name: &WalFileName) -> Result<bool> {
+        match self.files.get(name) {
+            None => Ok(false),
+            Some(Published::Taken) => Ok(true),
+            Some(Published::Held(bytes)) => {
+                let bytes = *bytes;
+                if held(&self.gen_dir, name)? {
+                    return Ok(false);
+                }
+                self.files.insert(*name, Published::Taken);
+                self.bytes_held -= bytes;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The bytes of the files published and not yet taken, for the byte budget. One `stat` per
+    /// file held.
+    pub fn bytes_held(&mut self) -> Result<u64> {
+        let SpoolWriter {
+            gen_dir,
+            files,
+            bytes_held,
+            ..
+        } = self;
+        for (name, state) in files.iter_mut() {
+            if let Published::Held(bytes) = *state
+                && !held(gen_dir, name)?
+            {
+                *state = Published::Taken;
+                *bytes_held -= bytes;
+            }
+        }
+        Ok(*bytes_held)
+    }
+
+    /// Removes the generation and, if it still names this generation, `current`: the pipeline's
+    /// clean exit. Files not taken are deleted.
+    pub fn remove(self) -> Result<()> {
+        // The lock is held until the end: no other pipeline can start and move `current`
+        // meanwhile, so the check and the removal of `current` cannot race with one.
+        let current = self.dir.join(CURRENT);
+        let mut buf = [0u8; GENERATION_LEN + 2];
+        if read_current(&current, &mut buf)? == Some(self.generation.as_str()) {
+            match fs::remove_file(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::LocalIo {
+                        action: "remove",
+                        path: current,
+                        source,
+                    });
+                }
+            }
+        }
+        match fs::remove_dir_all(&self.gen_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::LocalIo {
+                    action: "remove",
+                    path: self.gen_dir.clone(),
+                    source,
+                });
+            }
+        }
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+/// Whether `name` is still in the generation directory.
+fn held(gen_dir: &Path, name: &WalFileName) -> Result<bool> {
+    let path = gen_dir.join(name.to_string());
+    match fs::symlink_metadata(&path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::LocalIo {
+            action: "stat",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Creates a fresh, empty generation directory in `dir`.
+fn create_generation_dir(dir: &Path) -> Result<(String, PathBuf)> {
+    let mut attempts = 0;
+    loop {
+        let generation = new_generation_id();
+        let gen_dir = dir.join(&generation);
+        match fs::create_dir(&gen_dir) {
+            Ok(()) => return Ok((generation, gen_dir)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
+            Err(source) => {
+                return Err(Error::LocalIo {
+                    action: "create directory",
+                    path: gen_dir,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// The other generations and temporary pointers in `dir`, each generation's lock taken
+/// (shared). Fails with [`Error::SpoolBusy`] if a generation is live. Unknown entries are left
+/// alone.
+fn find_leftovers(dir: &Path, own: &str) -> Result<Vec<Leftover>> {
+    let io_err = |action, path: &Path, source| Error::LocalIo {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let mut leftovers = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        if name == own {
+            continue;
+        }
+        if is_generation_id(name) {
+            let path = entry.path();
+            let lock = lock_stale(&path)?;
+            leftovers.push(Leftover::Generation(path, lock));
+        } else if let Some(id) = name
+            .strip_prefix("current.")
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            && id != own
+        {
+            leftovers.push(Leftover::Pointer(entry.path()));
+        }
+    }
+    Ok(leftovers)
+}
+
+/// Takes a shared lock on the generation at `gen_dir`, found while starting; `None` if it has
+/// no lock file (its pipeline died before creating it). Fails with [`Error::SpoolBusy`] if the
+/// generation is live.
+fn lock_stale(gen_dir: &Path) -> Result<Option<File>> {
+    let path = gen_dir.join(LOCK);
+    let io_err = |action, source| Error::LocalIo {
+        action,
+        path: path.clone(),
+        source,
+    };
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(Error::SpoolBusy {
+            path: gen_dir.to_owned(),
+        }),
+        Err(TryLockError::Error(e)) => Err(io_err("lock", e)),
+    }
+}
+
+/// Points `current` in `dir` at `generation`: a synced temporary file renamed over it.
+fn write_current(dir: &Path, generation: &str) -> Result<()> {
+    let tmp = dir.join(format!("{CURRENT}.{generation}.tmp"));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(format!("{generation}\n").as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, dir.join(CURRENT))
+    })();
+    result.map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        Error::LocalIo {
+            action: "write",
+            path: dir.join(CURRENT),
+            source,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn wal(name: &str) -> WalFileName {
+        WalFileName::parse(name).unwrap()
+    }
+
+    const SEG3: &str = "000000010000000000000003";
+    const SEG4: &str = "000000010000000000000004";
+
+    /// Writes `data` for `name` the way the pipeline does, and publishes it.
+    fn put(writer: &mut SpoolWriter, name: &str, data: &[u8]) {
+        let name = wal(name);
+        let tmp = writer.path_for_tmp(&name);
+        fs::write(&tmp, data).unwrap();
+        writer.publish(&name, &tmp).unwrap();
+    }
+
+    fn spool_entries(pg_wal: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(pg_wal.join(SPOOL_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn sorted<const N: usize>(names: [&str; N]) -> Vec<String> {
+        let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    fn current(pg_wal: &Path) -> String {
+        fs::read_to_string(pg_wal.join(SPOOL_DIR).join(CURRENT)).unwrap()
+    }
+
+    fn would_block(result: std::result::Result<(), TryLockError>) -> bool {
+        matches!(result, Err(TryLockError::WouldBlock))
+    }
+
+    #[test]
+    fn locks_are_per_open_file_even_in_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let owner = File::create(&path).unwrap();
+        let other = File::open(&path).unwrap();
+
+        // Exclusive excludes every other open, shared or not.
+        owner.try_lock().unwrap();
+        assert!(would_block(other.try_lock()));
+        assert!(would_block(other.try_lock_shared()));
+        assert!(is_live(&path).unwrap());
+
+        // Released on close.
+        drop(owner);
+        assert!(!is_live(&path).unwrap());
+
+        // Shared checks do not exclude each other, only the exclusive lock.
+        other.try_lock_shared().unwrap();
+        assert!(!is_live(&path).unwrap());
+        let owner = File::open(&path).unwrap();
+        assert!(would_block(owner.try_lock()));
+        drop(other);
+        owner.try_lock().unwrap();
+        assert!(is_live(&path).unwrap());
+    }
+
+    #[test]
+    fn published_file_is_served_once() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        assert_eq!(current(pg_wal.path()), format!("{}\n", writer.generation()));
+
+        // Being written: not served.
+        let tmp = writer.path_for_tmp(&wal(SEG3));
+        fs::write(&tmp, b"segment three").unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert!(!dest.exists());
+
+        writer.publish(&wal(SEG3), &tmp).unwrap();
+        fs::write(&dest, b"an older file").unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert_eq!(fs::read(&dest).unwrap(), b"segment three");
+        assert!(!writer.gen_dir.join(SEG3).exists());
+        assert!(writer.taken(&wal(SEG3)).unwrap());
+
+        fs::remove_file(&dest).unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Miss);
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn every_kind_of_wal_file_name_is_served() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        for name in [
+            SEG3,
+            "000000010000000000000003.partial",
+            "00000002.history",
+            "000000010000000000000003.00000028.backup",
+        ] {
+            put(&mut writer, name, name.as_bytes());
+            assert_eq!(reader.take(&wal(name), &dest).unwrap(), Taken::Served);
+            assert_eq!(fs::read(&dest).unwrap(), name.as_bytes());
+        }
+    }
+
+    #[test]
+    fn no_spool_is_a_miss() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let reader = SpoolReader::new(pg_wal.path());
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+
+        // An empty spool directory, and a WAL directory that does not exist.
+        fs::create_dir(pg_wal.path().join(SPOOL_DIR)).unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        let missing = SpoolReader::new(&pg_wal.path().join("no-such-dir"));
+        assert_eq!(missing.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn stale_generation_is_never_served() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut writer, SEG3, b"segment three");
+        let gen_dir = writer.gen_dir.clone();
+        // A crash: the lock is released, the generation stays.
+        drop(writer);
+
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let reader = SpoolReader::new(pg_wal.path());
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert!(!dest.exists());
+        // The reader neither removes the file nor keeps the lock.
+        assert!(gen_dir.join(SEG3).exists());
+        assert!(!is_live(&gen_dir.join(LOCK)).unwrap());
+    }
+
+    #[test]
+    fn new_writer_replaces_a_stale_generation() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut stale = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut stale, SEG3, b"stale three");
+        put(&mut stale, SEG4, b"stale four");
+        let stale_dir = stale.gen_dir.clone();
+        drop(stale);
+
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        assert!(!stale_dir.exists());
+        assert_eq!(current(pg_wal.path()), format!("{}\n", writer.generation()));
+        assert_eq!(
+            spool_entries(pg_wal.path()),
+            sorted([CURRENT, writer.generation()])
+        );
+
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Miss);
+        put(&mut writer, SEG3, b"fresh three");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert_eq!(fs::read(&dest).unwrap(), b"fresh three");
+    }
+
+    #[test]
+    fn leftovers_of_a_crashed_start_are_removed_and_unknown_entries_kept() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = pg_wal.path().join(SPOOL_DIR);
+        fs::create_dir(&spool).unwrap();
+        // Died before creating its lock file, and before renaming its pointer.
+        fs::create_dir(spool.join("00000000deadbeef")).unwrap();
+        fs::write(spool.join("00000000deadbeef").join(SEG3), b"x").unwrap();
+        fs::write(
+            spool.join("current.00000000deadbeef.tmp"),
+            b"00000000deadbeef\n",
+        )
+        .unwrap();
+        fs::write(spool.join("notes.txt"), b"someone else's").unwrap();
+
+        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        assert_eq!(
+            spool_entries(pg_wal.path()),
+            sorted([CURRENT, writer.generation(), "notes.txt"])
+        );
+    }
+
+    #[test]
+    fn second_writer_while_the_first_runs_is_refused() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut first = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut first, SEG3, b"segment three");
+
+        let err = SpoolWriter::create(pg_wal.path()).unwrap_err();
+        assert!(matches!(err, Error::SpoolBusy { ref path } if *path == first.gen_dir));
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains(first.generation()), "{err}");
+
+        // The running pipeline's spool is untouched, the refused one left nothing behind.
+        assert_eq!(current(pg_wal.path()), format!("{}\n", first.generation()));
+        assert_eq!(
+            spool_entries(pg_wal.path()),
+            sorted([CURRENT, first.generation()])
+        );
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let reader = SpoolReader::new(pg_wal.path());
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+    }
+
+    #[test]
+    fn a_check_in_progress_never_makes_a_stale_generation_live() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut stale = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut stale, SEG3, b"stale three");
+        let lock_path = stale.gen_dir.join(LOCK);
+        drop(stale);
+
+        // Another reader's check, or a starting pipeline clearing the generation away, frozen
+        // at the moment it holds the lock.
+        let check = File::open(&lock_path).unwrap();
+        assert!(!is_live(&lock_path).unwrap());
+        check.try_lock_shared().unwrap();
+
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert!(!dest.exists());
+
+        // Nor does it refuse a pipeline that starts meanwhile.
+        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        assert!(!lock_path.exists());
+        assert_eq!(
+            spool_entries(pg_wal.path()),
+            sorted([CURRENT, writer.generation()])
+        );
+    }
+
+    #[test]
+    fn malformed_pointer_is_a_miss_and_never_joined() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut writer, SEG3, b"segment three");
+        let id = writer.generation().to_owned();
+        let pointer = pg_wal.path().join(SPOOL_DIR).join(CURRENT);
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+
+        for bad in [
+            String::new(),
+            "\n".to_owned(),
+            "0123".to_owned(),
+            id.to_uppercase(),
+            format!("{id}0"),
+            format!("{id}\n\n"),
+            format!(" {id}"),
+            format!("../{SPOOL_DIR}/{id}"),
+            "../../../../etc\n".to_owned(),
+            "0123456789abcdeg".to_owned(),
+            // Well formed, but no such generation.
+            "0000000000000000\n".to_owned(),
+        ] {
+            fs::write(&pointer, &bad).unwrap();
+            assert_eq!(
+                reader.take(&wal(SEG3), &dest).unwrap(),
+                Taken::Miss,
+                "{bad:?}"
+            );
+        }
+        assert!(!dest.exists());
+        // Without the trailing newline is accepted.
+        fs::write(&pointer, &id).unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+    }
+
+    #[test]
+    fn names_are_wal_file_names_only() {
+        // The spool's API takes parsed names: a path or anything else cannot reach a join.
+        for bad in [
+            "",
+            "lock",
+            "current",
+            "../000000010000000000000003",
+            "x/y",
+            ".",
+        ] {
+            assert!(WalFileName::parse(bad).is_err(), "{bad:?}");
+        }
+        let pg_wal = tempfile::tempdir().unwrap();
+        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let tmp = writer.path_for_tmp(&wal(SEG3));
+        assert_eq!(tmp.parent(), Some(writer.gen_dir.as_path()));
+        assert!(WalFileName::parse(tmp.file_name().unwrap().to_str().unwrap()).is_err());
+    }
+
+    #[test]
+    fn bytes_held_counts_published_files_not_taken() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(writer.bytes_held().unwrap(), 0);
+
+        put(&mut writer, SEG3, b"abc");
+        put(&mut writer, SEG4, b"defgh");
+        assert_eq!(writer.bytes_held().unwrap(), 8);
+        assert!(!writer.taken(&wal(SEG3)).unwrap());
+
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert_eq!(writer.bytes_held().unwrap(), 5);
+        assert!(writer.taken(&wal(SEG3)).unwrap());
+        assert!(!writer.taken(&wal(SEG4)).unwrap());
+        assert!(!writer.taken(&wal("000000010000000000000005")).unwrap());
+
+        // Published again (PostgreSQL asks twice after a restart): replaced, not added.
+        put(&mut writer, SEG4, b"defghij");
+        assert_eq!(writer.bytes_held().unwrap(), 7);
+        put(&mut writer, SEG3, b"abc");
+        assert!(!writer.taken(&wal(SEG3)).unwrap());
+        assert_eq!(writer.bytes_held().unwrap(), 10);
+
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Served);
+        assert!(writer.taken(&wal(SEG4)).unwrap());
+        assert_eq!(writer.bytes_held().unwrap(), 3);
+    }
+
+    #[test]
+    fn remove_deletes_the_generation_and_its_pointer() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut writer, SEG3, b"segment three");
+        writer.remove().unwrap();
+        assert!(spool_entries(pg_wal.path()).is_empty());
+
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+
+        // The next pipeline starts as on a fresh data directory.
+        let next = SpoolWriter::create(pg_wal.path()).unwrap();
+        assert_eq!(current(pg_wal.path()), format!("{}\n", next.generation()));
+    }
+
+    #[test]
+    fn generation_ids_are_well_formed_and_distinct() {
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| new_generation_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| is_generation_id(id)));
+    }
+}
