@@ -114,7 +114,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn info(repo: &RepoArgs, args: &InfoArgs) -> Result<(), (Exit, anyhow::Error)> {
+/// A failed command: its exit and the error to report.
+type Failure = (Exit, anyhow::Error);
+
+/// Opens the repository and runs one engine operation on it.
+fn with_store<T, F, Fut>(repo: &RepoArgs, op: F) -> Result<T, Failure>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = walferry_engine::Result<T>>,
+{
     let usage = |e: anyhow::Error| (Exit::Usage, e);
     let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;
     let runtime = walferry::runtime().map_err(usage)?;
@@ -123,50 +131,47 @@ fn info(repo: &RepoArgs, args: &InfoArgs) -> Result<(), (Exit, anyhow::Error)> {
             .await
             .context("open repository")
             .map_err(usage)?;
-        walferry_engine::info::info(&store, &CancellationToken::new())
+        op(store)
             .await
             .map_err(|e| (Exit::for_kind(e.kind()), anyhow::Error::new(e)))
     });
     runtime.shutdown_background();
-    let report = result?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
+    result
+}
+
+/// Prints `report` as pretty JSON, or as the text `to_text` makes of it.
+fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    to_text: impl FnOnce(&R) -> String,
+) -> Result<(), Failure> {
+    if json {
+        let text = serde_json::to_string_pretty(report)
             .context("format JSON")
             .map_err(|e| (Exit::Bug, e))?;
         println!("{text}");
     } else {
-        print!("{}", report.to_text());
+        print!("{}", to_text(report));
     }
     Ok(())
+}
+
+fn info(repo: &RepoArgs, args: &InfoArgs) -> Result<(), Failure> {
+    let report = with_store(repo, |store| async move {
+        walferry_engine::info::info(&store, &CancellationToken::new()).await
+    })?;
+    print_report(&report, args.json, |r| r.to_text())
 }
 
 /// Runs `verify`, prints the report (problems, notes and the summary line) on stdout, and
 /// returns exit 0 when the repository is clean, 6 (corrupt) when anything is wrong.
 /// Failures that stop verification keep their own codes (storage 5, no descriptor 6, ...).
-fn verify(repo: &RepoArgs, args: &VerifyArgs) -> Result<Exit, (Exit, anyhow::Error)> {
-    let usage = |e: anyhow::Error| (Exit::Usage, e);
-    let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;
-    let runtime = walferry::runtime().map_err(usage)?;
+fn verify(repo: &RepoArgs, args: &VerifyArgs) -> Result<Exit, Failure> {
     let options = walferry_engine::verify::VerifyOptions { jobs: args.jobs };
-    let result = runtime.block_on(async {
-        let store = Store::open(&config)
-            .await
-            .context("open repository")
-            .map_err(usage)?;
-        walferry_engine::verify::verify(&store, &options, &CancellationToken::new())
-            .await
-            .map_err(|e| (Exit::for_kind(e.kind()), anyhow::Error::new(e)))
-    });
-    runtime.shutdown_background();
-    let report = result?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .context("format JSON")
-            .map_err(|e| (Exit::Bug, e))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.to_text());
-    }
+    let report = with_store(repo, |store| async move {
+        walferry_engine::verify::verify(&store, &options, &CancellationToken::new()).await
+    })?;
+    print_report(&report, args.json, |r| r.to_text())?;
     if report.is_clean() {
         Ok(Exit::Success)
     } else {

@@ -91,23 +91,19 @@ impl RequestPolicy {
 
     /// Waits for a slot (or cancellation), then runs `attempt` under [`retry`], holding the
     /// slot throughout.
-    pub(crate) async fn run<T, F, Fut>(
+    pub(crate) fn run<T, F, Fut>(
         &self,
         op: &'static str,
         key: &str,
         cancel: &CancellationToken,
         attempt: F,
-    ) -> Result<T>
+    ) -> impl Future<Output = Result<T>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let _permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(Error::Cancelled),
-            permit = self.limit.acquire() => permit.map_err(|_| Error::Cancelled)?,
-        };
-        retry(&self.retry, op, key, cancel, attempt).await
+        // Not an async fn: no extra layer of future around run_with's.
+        self.run_with(op, key, cancel, true, attempt)
     }
 
     /// Like [`run`](Self::run), except that an attempt once sent is never abandoned when
@@ -117,11 +113,29 @@ impl RequestPolicy {
     /// For requests whose effect the server may apply even though the client walked away,
     /// and which only the response names (CreateMultipartUpload): the caller learns of it
     /// and can undo it, checking `cancel` afterwards.
-    pub(crate) async fn run_to_end<T, F, Fut>(
+    pub(crate) fn run_to_end<T, F, Fut>(
         &self,
         op: &'static str,
         key: &str,
         cancel: &CancellationToken,
+        attempt: F,
+    ) -> impl Future<Output = Result<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        // Not an async fn: no extra layer of future around run_with's.
+        self.run_with(op, key, cancel, false, attempt)
+    }
+
+    /// Waits for a slot (or cancellation), then retries `attempt`, holding the slot;
+    /// `interrupt`: whether cancellation abandons an attempt in flight.
+    async fn run_with<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        cancel: &CancellationToken,
+        interrupt: bool,
         attempt: F,
     ) -> Result<T>
     where
@@ -133,7 +147,7 @@ impl RequestPolicy {
             _ = cancel.cancelled() => return Err(Error::Cancelled),
             permit = self.limit.acquire() => permit.map_err(|_| Error::Cancelled)?,
         };
-        retry_with(&self.retry, op, key, cancel, false, attempt).await
+        retry_with(&self.retry, op, key, cancel, interrupt, attempt).await
     }
 }
 
