@@ -5,6 +5,10 @@
 //! reads only files the server writes anyway: `postmaster.pid` (whose last line is the
 //! server's state), the signal files (PostgreSQL removes `recovery.signal` when recovery
 //! ends) and the server log, which also feeds progress (the WAL files restored so far).
+//! Promotion counts as done only once the postmaster logs that it accepts connections: the
+//! signal file goes and the new timeline is chosen before the end-of-recovery checkpoint, and
+//! a server stopped in between restarts with crash recovery over whatever WAL `pg_wal` holds,
+//! past the target.
 
 use std::fs;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -183,7 +187,10 @@ pub async fn start(
             if status == "standby" || log.consistent {
                 return Ok(StartOutcome::Standby);
             }
-        } else if status == "ready" && !pgdata.join("recovery.signal").exists() {
+        } else if status == "ready"
+            && log.accepting_writes
+            && !pgdata.join("recovery.signal").exists()
+        {
             return Ok(StartOutcome::Promoted {
                 timeline: log.new_timeline,
             });
@@ -231,6 +238,8 @@ struct LogFollower {
     paused: bool,
     shut_down_at_target: bool,
     new_timeline: Option<u32>,
+    /// The postmaster said it accepts (read-write) connections: promotion is complete.
+    accepting_writes: bool,
     /// The last lines, for a failure report.
     tail: Vec<String>,
     /// FATAL or PANIC lines.
@@ -249,6 +258,7 @@ impl LogFollower {
             paused: false,
             shut_down_at_target: false,
             new_timeline: None,
+            accepting_writes: false,
             tail: Vec::new(),
             fatal: Vec::new(),
         }
@@ -285,6 +295,10 @@ impl LogFollower {
         }
         if line.contains("recovery has paused") {
             self.paused = true;
+        }
+        // Not "... ready to accept read-only connections", which a hot standby says.
+        if line.contains("database system is ready to accept connections") {
+            self.accepting_writes = true;
         }
         if line.contains("shutdown at recovery target") {
             self.shut_down_at_target = true;
@@ -334,7 +348,8 @@ mod tests {
             "2026-11-25 LOG:  restored log file \"000000010000000000000003\" from archive\n\
              LOG:  consistent recovery state reached at 0/3000100\n\
              LOG:  restored log file \"000000010000000000000004\" from archive\n\
-             LOG:  selected new timeline ID: 2\nLOG:  partial",
+             LOG:  selected new timeline ID: 2\n\
+             LOG:  database system is ready to accept read-only connections\nLOG:  partial",
         )
         .unwrap();
         log.read_new();
@@ -345,10 +360,16 @@ mod tests {
         );
         assert!(log.consistent);
         assert_eq!(log.new_timeline, Some(2));
+        assert!(!log.accepting_writes, "a hot standby is not promoted");
         assert_eq!(log.pending, "LOG:  partial");
         let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
-        std::io::Write::write_all(&mut file, b" line\nFATAL:  recovery aborted\n").unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            b" line\nLOG:  database system is ready to accept connections\nFATAL:  recovery aborted\n",
+        )
+        .unwrap();
         log.read_new();
+        assert!(log.accepting_writes);
         assert_eq!(log.failure().as_deref(), Some("FATAL:  recovery aborted"));
         assert!(log.tail.iter().any(|l| l == "LOG:  partial line"));
     }
