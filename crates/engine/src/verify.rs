@@ -283,14 +283,7 @@ async fn load_backups(
             labels.insert(label.to_owned(), Some(meta.size));
             continue;
         }
-        let label = meta
-            .key
-            .as_str()
-            .strip_prefix(layout::BACKUP_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(label, _)| label)
-            .filter(|label| walferry_manifest::backup::label_problem(label).is_none());
-        match label {
+        match layout::backup_label_of(&meta.key) {
             Some(label) => {
                 labels.entry(label.to_owned()).or_default();
             }

@@ -142,27 +142,13 @@ pub async fn create_descriptor<S: ArchiveStore>(
     cancel: &CancellationToken,
 ) -> Result<RepoDescriptor, Error> {
     let key = layout::descriptor_key();
-    match store
-        .put(
-            &key,
-            Bytes::from(descriptor.to_json()),
-            PutMode::Create,
-            cancel,
-        )
-        .await
-    {
+    let body = Bytes::from(descriptor.to_json());
+    let create = || store.put(&key, body.clone(), PutMode::Create, cancel);
+    match create().await {
         Ok(()) => {
             // Everything walferry archives relies on create-only puts refusing to overwrite.
             // Prove it once, when the repository is created: a second create must be refused.
-            match store
-                .put(
-                    &key,
-                    Bytes::from(descriptor.to_json()),
-                    PutMode::Create,
-                    cancel,
-                )
-                .await
-            {
+            match create().await {
                 Err(e) if e.is_already_exists() => Ok(descriptor.clone()),
                 Ok(()) => Err(Error::CreateNotHonoured {
                     key: key.to_string(),

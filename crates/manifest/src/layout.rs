@@ -137,9 +137,30 @@ pub fn parse_backup_manifest_key(key: &ObjectKey) -> Option<&str> {
         .then_some(label)
 }
 
+/// The label of the backup an object under [`BACKUP_PREFIX`] belongs to (its manifest or one
+/// of its parts), for reading a listing; `None` for a key outside any valid label.
+pub fn backup_label_of(key: &ObjectKey) -> Option<&str> {
+    let (label, _) = key.as_str().strip_prefix(BACKUP_PREFIX)?.split_once('/')?;
+    crate::backup::label_problem(label)
+        .is_none()
+        .then_some(label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_name_their_backup() {
+        let key = |k: &str| ObjectKey::new(k.to_owned()).unwrap();
+        assert_eq!(
+            backup_label_of(&key("backups/20261125T050000Z/base.tar.0000.zst")),
+            Some("20261125T050000Z")
+        );
+        assert_eq!(backup_label_of(&key("backups/b/manifest.json")), Some("b"));
+        assert_eq!(backup_label_of(&key("backups/stray")), None);
+        assert_eq!(backup_label_of(&key("wal/00000002.history")), None);
+    }
 
     #[test]
     fn wal_keys_round_trip_and_strays_are_rejected() {

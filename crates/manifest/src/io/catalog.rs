@@ -129,14 +129,7 @@ pub async fn load_catalog<S: ArchiveStore>(
             labels.insert(label.to_owned(), Some(meta.key));
             continue;
         }
-        let label = meta
-            .key
-            .as_str()
-            .strip_prefix(layout::BACKUP_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-            .map(|(label, _)| label)
-            .filter(|label| crate::backup::label_problem(label).is_none());
-        match label {
+        match layout::backup_label_of(&meta.key) {
             Some(label) => {
                 labels.entry(label.to_owned()).or_default();
             }
