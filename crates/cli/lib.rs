@@ -13,6 +13,7 @@ pub mod config;
 pub mod exit;
 pub mod progress;
 pub mod restore;
+pub mod target;
 
 use std::process::ExitCode;
 
@@ -120,6 +121,25 @@ pub fn one_line(err: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out.replace('\n', " ")
+}
+
+/// A clap error as one line: its message without the `error: ` prefix, the usage and the tip,
+/// with the lines of a multi-line message (such as the conflicting options) joined.
+pub fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("tip:"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    let line = message.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    if line.is_empty() {
+        "invalid arguments".to_owned()
+    } else {
+        line.to_owned()
+    }
 }
 
 /// Turns an exit code number into the process's exit code.

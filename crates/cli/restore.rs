@@ -7,59 +7,30 @@ use std::time::Instant;
 use anyhow::Context;
 use walferry_engine::restore::server::{self, StartOptions, StartOutcome};
 use walferry_engine::restore::{self as engine, RestoreOptions, TargetAction, UnpackOptions};
-use walferry_manifest::{RecoveryTarget, RestoreRequest, TargetTimeline, Timestamp};
+use walferry_manifest::RecoveryTarget;
 use walferry_store::{CancellationToken, RetryConfig, Store};
-use walferry_wal::{Lsn, TimelineId};
 
 use crate::progress::{Reporter, human_bytes, human_duration};
+use crate::target::TargetArgs;
 use crate::{Exit, RepoArgs};
 
 /// Arguments of `walferry-restore restore`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").multiple(false)))]
 pub struct RestoreArgs {
     /// The data directory to restore into; it must be empty or absent
     #[arg(long, short = 'D', env = "PGDATA", value_name = "DIR")]
     pub pgdata: PathBuf,
 
-    /// Stop at this time: the first commit after it (ISO 8601, e.g. '2026-11-25 05:00:00+00')
-    #[arg(long, value_name = "TIME", group = "target", value_parser = parse_time)]
-    pub target_time: Option<Timestamp>,
-
-    /// Stop at this WAL position (e.g. 0/3000028)
-    #[arg(long, value_name = "LSN", group = "target", value_parser = parse_lsn)]
-    pub target_lsn: Option<Lsn>,
-
-    /// Stop at the commit of this transaction id
-    #[arg(long, value_name = "XID", group = "target")]
-    pub target_xid: Option<u64>,
-
-    /// Stop at this restore point (pg_create_restore_point)
-    #[arg(long, value_name = "NAME", group = "target")]
-    pub target_name: Option<String>,
-
-    /// Stop as soon as the backup is consistent
-    #[arg(long, group = "target")]
-    pub target_immediate: bool,
-
-    /// Stop just before the target rather than just after it (recovery_target_inclusive = off)
-    #[arg(long)]
-    pub target_exclusive: bool,
-
-    /// The timeline to follow: latest, current (the backup's) or a number
-    #[arg(long, value_name = "TIMELINE", default_value = "latest", value_parser = parse_timeline)]
-    pub target_timeline: TargetTimeline,
+    /// Where to stop, and from which backup.
+    #[command(flatten, next_help_heading = "Recovery target")]
+    pub target: TargetArgs,
 
     /// What PostgreSQL does at the target: pause, promote or shutdown
     #[arg(long, value_name = "ACTION", default_value = "promote", value_parser = parse_action)]
     pub target_action: TargetAction,
 
-    /// Restore this backup rather than the newest one that reaches the target
-    #[arg(long, value_name = "LABEL")]
-    pub backup: Option<String>,
-
     /// Build a replica that keeps following the archive (standby.signal; no target)
-    #[arg(long, conflicts_with_all = ["target", "target_action"])]
+    #[arg(long, conflicts_with_all = ["target", "target_action", "target_exclusive"])]
     pub standby: bool,
 
     /// Start PostgreSQL when the data directory is ready and wait until it reaches the target
@@ -95,27 +66,6 @@ pub struct RestoreArgs {
     pub dry_run: bool,
 }
 
-fn parse_time(text: &str) -> Result<Timestamp, String> {
-    Timestamp::parse(text).map_err(|e| e.to_string())
-}
-
-fn parse_lsn(text: &str) -> Result<Lsn, String> {
-    text.parse::<Lsn>().map_err(|e| e.to_string())
-}
-
-fn parse_timeline(text: &str) -> Result<TargetTimeline, String> {
-    match text {
-        "latest" => Ok(TargetTimeline::Latest),
-        "current" => Ok(TargetTimeline::Current),
-        n => n
-            .parse::<u32>()
-            .ok()
-            .and_then(|n| TimelineId::new(n).ok())
-            .map(TargetTimeline::Id)
-            .ok_or_else(|| format!("'{n}' is not latest, current or a timeline number")),
-    }
-}
-
 fn parse_action(text: &str) -> Result<TargetAction, String> {
     match text {
         "pause" => Ok(TargetAction::Pause),
@@ -134,31 +84,6 @@ fn parse_mapping(text: &str) -> Result<(PathBuf, PathBuf), String> {
         return Err(format!("'{text}': both directories must be absolute paths"));
     }
     Ok((old, new))
-}
-
-impl RestoreArgs {
-    /// The planner's request.
-    pub fn request(&self) -> RestoreRequest {
-        let target = if let Some(time) = self.target_time {
-            RecoveryTarget::Time(time)
-        } else if let Some(lsn) = self.target_lsn {
-            RecoveryTarget::Lsn(lsn)
-        } else if let Some(xid) = self.target_xid {
-            RecoveryTarget::Xid(xid)
-        } else if let Some(name) = &self.target_name {
-            RecoveryTarget::Name(name.clone())
-        } else if self.target_immediate {
-            RecoveryTarget::Immediate
-        } else {
-            RecoveryTarget::EndOfArchive
-        };
-        RestoreRequest {
-            target,
-            inclusive: !self.target_exclusive,
-            timeline: self.target_timeline,
-            backup: self.backup.clone(),
-        }
-    }
 }
 
 /// The `restore_command` that reaches `repo` the way this process does.
@@ -202,7 +127,7 @@ pub fn run(repo: &RepoArgs, args: &RestoreArgs) -> Result<(), (Exit, anyhow::Err
         .with_context(|| format!("resolve '{}'", args.pgdata.display()))
         .map_err(usage)?;
     let options = RestoreOptions {
-        request: args.request(),
+        request: args.target.request(),
         action: args.target_action,
         standby: args.standby,
         restore_command,

@@ -189,9 +189,7 @@ fn argument_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return walferry::exit_code(Exit::Success.code());
     }
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = walferry::clap_error_line(&e);
     eprintln!(
         "{PROGRAM}: ERROR: {first}; HINT: use restore_command = 'walferry-restore fetch %f %p' (see walferry-restore --help)"
     );
