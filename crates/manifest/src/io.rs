@@ -17,7 +17,7 @@ mod backups;
 mod catalog;
 
 pub use backups::{load_backup_manifest, save_backup_manifest};
-pub use catalog::{LoadedCatalog, MAX_HISTORY_BYTES, load_catalog};
+pub use catalog::{LoadedCatalog, MAX_HISTORY_BYTES, WalCatalog, load_catalog, load_wal_catalog};
 
 /// Errors reading or writing repository metadata.
 #[derive(Debug, thiserror::Error)]

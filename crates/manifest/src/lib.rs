@@ -25,6 +25,7 @@ pub mod descriptor;
 pub mod io;
 pub mod layout;
 pub mod plan;
+pub mod stats;
 pub mod timelines;
 pub mod timestamp;
 pub mod walindex;

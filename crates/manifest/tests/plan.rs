@@ -801,3 +801,45 @@ fn other_clusters_and_segment_sizes() {
     .unwrap_err();
     assert!(matches!(err, PlanError::SegmentSize { .. }), "{err}");
 }
+
+#[test]
+fn follow_from_the_middle_of_a_recovery() {
+    // As in `a_timeline_switch`: timeline 2 branched from 1 in segment 5; timeline 1 went on to
+    // segment 8, timeline 2 holds 5 to 9; timeline 3 branched from 2 in segment 8 and holds 8
+    // and 9, with 10 missing and 11 archived.
+    let repo = Repo::new()
+        .history(2, &[(1, at(5, 0x80_0000))])
+        .history(3, &[(1, at(5, 0x80_0000)), (2, at(8, 0x10))])
+        .segments(1, 1..=8)
+        .segments(2, 5..=9)
+        .segments(3, [8, 9, 11]);
+    let graph = TimelineGraph::new(repo.histories.iter().cloned());
+    let wal = WalIndex::from_names(SIZE, repo.wal.iter().copied());
+    let catalog = Catalog {
+        descriptor: &repo.descriptor,
+        backups: &repo.backups,
+        timelines: &graph,
+        wal: &wal,
+    };
+    let seg = |t: u32, n: u64| SegmentName::new(tli(t), SegNo(n), SIZE).unwrap();
+    let follow = |target: Option<u32>, from: SegmentName| -> Vec<(u32, u64, u64)> {
+        catalog
+            .follow(target.map(tli), from)
+            .runs()
+            .iter()
+            .map(|r| (r.timeline.get(), r.segments.first().0, r.segments.last().0))
+            .collect()
+    };
+    // The newest timeline holding segment 3 of timeline 1 is 3: its path, to the gap at 10.
+    assert_eq!(follow(None, seg(1, 3)), [(1, 3, 4), (2, 5, 7), (3, 8, 9)]);
+    // An explicit timeline: 1 goes on to its own end, 2 to its own.
+    assert_eq!(follow(Some(1), seg(1, 3)), [(1, 3, 8)]);
+    assert_eq!(follow(Some(2), seg(1, 4)), [(1, 4, 4), (2, 5, 9)]);
+    // From the switch segment, which the new timeline's copy holds.
+    assert_eq!(follow(None, seg(2, 5)), [(2, 5, 7), (3, 8, 9)]);
+    // Timeline 1's copy of the switch segment is not what timeline 2's path reads.
+    assert_eq!(follow(Some(2), seg(1, 5)), []);
+    // Beyond the archive, or an unknown timeline: nothing.
+    assert_eq!(follow(None, seg(3, 10)), []);
+    assert_eq!(follow(Some(7), seg(1, 3)), []);
+}

@@ -1,6 +1,6 @@
 //! Loading everything restore planning needs from a repository.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use walferry_store::{ArchiveStore, CancellationToken, ObjectKey};
 use walferry_wal::{TimelineHistory, TimelineId, WalFileName};
@@ -71,20 +71,57 @@ impl LoadedCatalog {
     }
 }
 
-/// Reads a repository's catalog: the descriptor, one listing of `wal/` (indexed by name; only
-/// the `.history` objects are downloaded) and one of `backups/` (every `manifest.json` is
-/// downloaded).
-///
-/// A backup directory without a manifest is an interrupted or running backup, not a backup:
-/// it is left out and noted in [`LoadedCatalog::problems`], as is a manifest that is
-/// unreadable, inconsistent or filed under another label. Fails with [`Error::NoDescriptor`]
-/// when the repository has no descriptor, and with [`Error::HistoryCorrupt`] or
-/// [`Error::HistoryInvalid`] when a history file cannot be read: leaving a timeline out would
-/// make `latest` quietly pick an older one.
-pub async fn load_catalog<S: ArchiveStore>(
+/// The WAL half of a repository's catalog, as [`load_wal_catalog`] read it: the descriptor,
+/// the timeline graph, the WAL index and each WAL object's stored size. What a WAL prefetch
+/// needs, without the backups.
+#[derive(Debug, Clone)]
+pub struct WalCatalog {
+    descriptor: RepoDescriptor,
+    timelines: TimelineGraph,
+    wal: WalIndex,
+    sizes: HashMap<WalFileName, u64>,
+    problems: Vec<String>,
+}
+
+impl WalCatalog {
+    /// The repository descriptor.
+    pub fn descriptor(&self) -> &RepoDescriptor {
+        &self.descriptor
+    }
+
+    /// The timeline graph of every history file under `wal/`.
+    pub fn timelines(&self) -> &TimelineGraph {
+        &self.timelines
+    }
+
+    /// The WAL files under `wal/`.
+    pub fn wal(&self) -> &WalIndex {
+        &self.wal
+    }
+
+    /// The stored (compressed) size of a WAL file's object, as listed.
+    pub fn stored_size(&self, name: &WalFileName) -> Option<u64> {
+        self.sizes.get(name).copied()
+    }
+
+    /// The catalog for [`Catalog::follow`]: no backups.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog {
+            descriptor: &self.descriptor,
+            backups: &[],
+            timelines: &self.timelines,
+            wal: &self.wal,
+        }
+    }
+}
+
+/// Reads the WAL half of a repository's catalog: the descriptor, one listing of `wal/`
+/// (indexed by name, with sizes; only the `.history` objects are downloaded). Fails like
+/// [`load_catalog`].
+pub async fn load_wal_catalog<S: ArchiveStore>(
     store: &S,
     cancel: &CancellationToken,
-) -> Result<LoadedCatalog, Error> {
+) -> Result<WalCatalog, Error> {
     let descriptor = load_descriptor(store, cancel)
         .await?
         .ok_or_else(|| Error::NoDescriptor {
@@ -93,6 +130,7 @@ pub async fn load_catalog<S: ArchiveStore>(
     let mut problems = Vec::new();
 
     let mut names = Vec::new();
+    let mut sizes = HashMap::new();
     let mut history_keys = Vec::new();
     for meta in store.list(layout::WAL_PREFIX, cancel).await? {
         match layout::parse_wal_key(&meta.key) {
@@ -100,6 +138,7 @@ pub async fn load_catalog<S: ArchiveStore>(
                 if let WalFileName::History(tli) = name {
                     history_keys.push((tli, meta.key));
                 }
+                sizes.insert(name, meta.size);
                 names.push(name);
             }
             None => problems.push(format!(
@@ -121,6 +160,37 @@ pub async fn load_catalog<S: ArchiveStore>(
         histories.push(load_history(store, tli, &key, cancel).await?);
     }
     let timelines = TimelineGraph::new(histories);
+    Ok(WalCatalog {
+        descriptor,
+        timelines,
+        wal,
+        sizes,
+        problems,
+    })
+}
+
+/// Reads a repository's catalog: the descriptor, one listing of `wal/` (indexed by name; only
+/// the `.history` objects are downloaded) and one of `backups/` (every `manifest.json` is
+/// downloaded).
+///
+/// A backup directory without a manifest is an interrupted or running backup, not a backup:
+/// it is left out and noted in [`LoadedCatalog::problems`], as is a manifest that is
+/// unreadable, inconsistent or filed under another label. Fails with [`Error::NoDescriptor`]
+/// when the repository has no descriptor, and with [`Error::HistoryCorrupt`] or
+/// [`Error::HistoryInvalid`] when a history file cannot be read: leaving a timeline out would
+/// make `latest` quietly pick an older one.
+pub async fn load_catalog<S: ArchiveStore>(
+    store: &S,
+    cancel: &CancellationToken,
+) -> Result<LoadedCatalog, Error> {
+    let WalCatalog {
+        descriptor,
+        timelines,
+        wal,
+        problems: wal_problems,
+        ..
+    } = load_wal_catalog(store, cancel).await?;
+    let mut problems = wal_problems;
 
     // Label → its manifest key, if the listing holds one.
     let mut labels: BTreeMap<String, Option<ObjectKey>> = BTreeMap::new();
