@@ -12,6 +12,7 @@ mod util;
 mod archive;
 mod backup;
 mod backup_scenarios;
+mod estimate;
 mod fetch;
 mod info;
 mod recovery;

@@ -10,6 +10,7 @@
 #![recursion_limit = "256"]
 
 pub mod config;
+pub mod estimate;
 pub mod exit;
 pub mod progress;
 pub mod restore;

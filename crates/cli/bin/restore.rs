@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use walferry::estimate::EstimateArgs;
 use walferry::restore::RestoreArgs;
 use walferry::{Exit, GlobalArgs, RepoArgs};
 use walferry_engine::FetchOutcome;
@@ -39,6 +40,8 @@ enum Command {
     Fetch(FetchArgs),
     /// Show the repository: its cluster, backups, timelines, WAL ranges and gaps
     Info(InfoArgs),
+    /// Estimate how long a restore to a target would take, and which stage bounds it
+    Estimate(Box<EstimateArgs>),
     /// Restore a base backup into a data directory and configure recovery to a target
     Restore(Box<RestoreArgs>),
     /// Check every object of the repository and that its WAL is complete; exit 6 when anything
@@ -91,6 +94,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Fetch(args) => fetch_main(&cli.global.repo, args),
         Command::Restore(args) => match walferry::restore::run(&cli.global.repo, &args) {
+            Ok(()) => walferry::exit_code(Exit::Success.code()),
+            Err((exit, err)) => {
+                walferry::report(PROGRAM, &err);
+                walferry::exit_code(exit.code())
+            }
+        },
+        Command::Estimate(args) => match walferry::estimate::run(&cli.global.repo, &args) {
             Ok(()) => walferry::exit_code(Exit::Success.code()),
             Err((exit, err)) => {
                 walferry::report(PROGRAM, &err);

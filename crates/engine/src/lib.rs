@@ -17,6 +17,7 @@
 
 pub mod backup;
 mod error;
+pub mod estimate;
 mod fetch;
 pub mod info;
 mod local;
