@@ -15,6 +15,7 @@ mod backup_scenarios;
 mod estimate;
 mod fetch;
 mod info;
+mod prefetch;
 mod recovery;
 mod restore;
 mod verify;

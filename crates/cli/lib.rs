@@ -12,6 +12,7 @@
 pub mod config;
 pub mod estimate;
 pub mod exit;
+pub mod prefetch;
 pub mod progress;
 pub mod restore;
 pub mod target;

@@ -10,9 +10,10 @@ use walferry_engine::restore::{self as engine, RestoreOptions, TargetAction, Unp
 use walferry_manifest::RecoveryTarget;
 use walferry_store::{CancellationToken, RetryConfig, Store};
 
+use crate::prefetch::{self, Launch};
 use crate::progress::{Reporter, human_bytes, human_duration};
 use crate::target::TargetArgs;
-use crate::{Exit, RepoArgs};
+use crate::{Exit, GlobalArgs, RepoArgs};
 
 /// Arguments of `walferry-restore restore`.
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,60 @@ pub struct RestoreArgs {
     /// Show the plan and write nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Start the WAL prefetch pipeline before unpacking the backup, so that the WAL recovery
+    /// needs streams into pg_wal's spool meanwhile (not when running as root: the first
+    /// fetch starts it then, as the data directory's owner)
+    #[arg(long, env = "WALFERRY_PREFETCH", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefetch: bool,
+}
+
+/// Starts the WAL prefetch pipeline for the restore planned in `plan`: from its first segment,
+/// on its timeline, watching this process until recovery is configured. Refuses a data
+/// directory that a pipeline still serves (an earlier restore's recovery still running).
+fn start_prefetch(
+    global: &GlobalArgs,
+    pgdata: &std::path::Path,
+    plan: &walferry_manifest::RestorePlan,
+    allow_non_empty: bool,
+) -> anyhow::Result<()> {
+    if prefetch::running(pgdata)? {
+        anyhow::bail!(
+            "a WAL prefetch is running for '{}': it is still being recovered; HINT: stop that recovery (pg_ctl stop) and wait for the prefetch to stop, or restore into another directory",
+            pgdata.display()
+        );
+    }
+    if server::effective_uid() == Some(0) {
+        tracing::debug!("running as root: the first fetch will start the WAL prefetch");
+        return Ok(());
+    }
+    // The restore refuses a non-empty data directory; a pipeline must not spool into one.
+    let occupied = std::fs::read_dir(pgdata).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !allow_non_empty {
+        return Ok(());
+    }
+    let Some(first) = plan.segments.first() else {
+        return Ok(());
+    };
+    let last = match plan.end {
+        walferry_manifest::PlanEnd::Immediate { .. } => plan.segments.last(),
+        _ => None,
+    };
+    let launch = Launch {
+        pgdata,
+        start: walferry_engine::pipeline::PipelineStart::From(first),
+        timeline: Some(plan.timeline),
+        last,
+        restore_pid: Some(std::process::id()),
+        log_file: Some(prefetch::restore_log_file(pgdata)),
+    };
+    let pid = prefetch::spawn(global, &launch)?;
+    tracing::info!(
+        pid,
+        "started the WAL prefetch (log: {})",
+        prefetch::restore_log_file(pgdata).display()
+    );
+    Ok(())
 }
 
 fn parse_action(text: &str) -> Result<TargetAction, String> {
@@ -109,7 +164,8 @@ fn shell_quote(word: &str) -> String {
 }
 
 /// Runs `walferry-restore restore`.
-pub fn run(repo: &RepoArgs, args: &RestoreArgs) -> Result<(), (Exit, anyhow::Error)> {
+pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<(), (Exit, anyhow::Error)> {
+    let repo = &global.repo;
     let usage = |e: anyhow::Error| (Exit::Usage, e);
     let engine_error =
         |e: walferry_engine::Error| (Exit::for_kind(e.kind()), anyhow::Error::new(e));
@@ -164,8 +220,16 @@ pub fn run(repo: &RepoArgs, args: &RestoreArgs) -> Result<(), (Exit, anyhow::Err
             println!("dry run: nothing was written");
             return Ok(());
         }
+        let started = Instant::now();
+        let (loaded, plan) = engine::plan(&store, &options.request, &cancel)
+            .await
+            .map_err(engine_error)?;
+        if args.prefetch {
+            start_prefetch(global, &pgdata, &plan, args.allow_non_empty).map_err(usage)?;
+        }
         let reporter = Reporter::start(options.unpack.progress.clone());
-        let outcome = engine::run(&store, &pgdata, &options, &cancel).await;
+        let outcome =
+            engine::run_planned(&store, &pgdata, &options, &loaded, plan, started, &cancel).await;
         reporter.finish();
         let outcome = outcome.map_err(engine_error)?;
         println!("{}", outcome.plan.explain());

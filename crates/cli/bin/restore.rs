@@ -6,15 +6,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use walferry::estimate::EstimateArgs;
+use walferry::prefetch::{self, Launch, PrefetchArgs};
 use walferry::restore::RestoreArgs;
 use walferry::{Exit, GlobalArgs, RepoArgs};
 use walferry_engine::FetchOutcome;
+use walferry_engine::pipeline::PipelineStart;
+use walferry_engine::spool::{SpoolReader, Taken};
 use walferry_store::{CancellationToken, RetryConfig, Store};
-use walferry_wal::WalFileName;
+use walferry_wal::{SegmentName, WalFileName};
 
 const PROGRAM: &str = "walferry-restore";
 
@@ -44,6 +48,9 @@ enum Command {
     Estimate(Box<EstimateArgs>),
     /// Restore a base backup into a data directory and configure recovery to a target
     Restore(Box<RestoreArgs>),
+    /// Run the WAL prefetch pipeline for a data directory in the foreground (fetch and restore
+    /// start it in the background)
+    Prefetch(Box<PrefetchArgs>),
     /// Check every object of the repository and that its WAL is complete; exit 6 when anything
     /// is wrong
     Verify(VerifyArgs),
@@ -82,6 +89,15 @@ struct FetchArgs {
     /// restore_command]
     #[arg(long, value_name = "DIR")]
     pgdata: Option<PathBuf>,
+
+    /// Start the WAL prefetch pipeline in the background when none runs for the data directory
+    #[arg(long, env = "WALFERRY_PREFETCH", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    prefetch: bool,
+
+    /// How long to wait for a file the prefetch pipeline is downloading before fetching it
+    /// directly, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    prefetch_wait: f64,
 }
 
 fn main() -> ExitCode {
@@ -92,8 +108,15 @@ fn main() -> ExitCode {
     };
     walferry::init_logging(PROGRAM, &cli.global.log);
     match cli.command {
-        Command::Fetch(args) => fetch_main(&cli.global.repo, args),
-        Command::Restore(args) => match walferry::restore::run(&cli.global.repo, &args) {
+        Command::Fetch(args) => fetch_main(&cli.global, args),
+        Command::Prefetch(args) => match prefetch::run(&cli.global.repo, &args) {
+            Ok(()) => walferry::exit_code(Exit::Success.code()),
+            Err((exit, err)) => {
+                walferry::report(PROGRAM, &err);
+                walferry::exit_code(exit.code())
+            }
+        },
+        Command::Restore(args) => match walferry::restore::run(&cli.global, &args) {
             Ok(()) => walferry::exit_code(Exit::Success.code()),
             Err((exit, err)) => {
                 walferry::report(PROGRAM, &err);
@@ -211,11 +234,31 @@ fn argument_error(e: clap::Error) -> ExitCode {
 /// as "not found", so that the standby can fall back to streaming replication; a history file
 /// is never answered that way, because at promotion PostgreSQL picks the new timeline ID by
 /// asking for history files, and a wrong "not found" could make two nodes pick the same one.
-fn fetch_main(repo: &RepoArgs, args: FetchArgs) -> ExitCode {
+///
+/// The spool of a running prefetch pipeline is tried first, before any configuration is read
+/// or any runtime started: a file found there is a rename.
+fn fetch_main(global: &GlobalArgs, args: FetchArgs) -> ExitCode {
     let pgdata = args.pgdata.clone().unwrap_or_else(|| PathBuf::from("."));
+    let name = WalFileName::parse(&args.name).ok();
+    let mut pipeline_running = true;
+    if let Some(name) = &name {
+        match from_spool(&pgdata, name, &args) {
+            Taken::Served => return walferry::exit_code(Exit::Success.code()),
+            Taken::NoPipeline => pipeline_running = false,
+            Taken::Pending | Taken::Miss => {}
+        }
+    }
     let standby = pgdata.join("standby.signal").exists();
-    match fetch(repo, &args, &pgdata) {
-        Ok(FetchOutcome::Restored { .. }) => walferry::exit_code(Exit::Success.code()),
+    match fetch(&global.repo, &args, &pgdata) {
+        Ok(FetchOutcome::Restored { .. }) => {
+            if let Some(WalFileName::Segment(segment)) = name
+                && !pipeline_running
+                && args.prefetch
+            {
+                start_prefetch(global, &pgdata, segment);
+            }
+            walferry::exit_code(Exit::Success.code())
+        }
         Ok(FetchOutcome::NotFound) => walferry::exit_code(Exit::NotFound.code()),
         Err((exit, err)) => {
             walferry::report(PROGRAM, &err);
@@ -230,6 +273,62 @@ fn fetch_main(repo: &RepoArgs, args: FetchArgs) -> ExitCode {
                 walferry::exit_code(exit.fetch_hard_code())
             }
         }
+    }
+}
+
+/// Takes `name` from the prefetch spool of `pgdata` into the destination, waiting up to
+/// `--prefetch-wait` for a file the pipeline is downloading. A spool that cannot be used is a
+/// miss: the file is then fetched from the repository.
+fn from_spool(pgdata: &Path, name: &WalFileName, args: &FetchArgs) -> Taken {
+    let reader = SpoolReader::new(&pgdata.join("pg_wal"));
+    let wait = Duration::try_from_secs_f64(args.prefetch_wait).unwrap_or(Duration::ZERO);
+    match reader.take_waiting(name, &args.dest, wait) {
+        Ok(Taken::Pending) => {
+            tracing::warn!(
+                "the WAL prefetch did not deliver '{name}' within {} s; fetching it from the repository",
+                wait.as_secs_f64()
+            );
+            Taken::Pending
+        }
+        Ok(taken) => taken,
+        Err(e) => {
+            tracing::warn!(
+                "could not use the WAL prefetch spool ({e}); fetching '{name}' from the repository"
+            );
+            Taken::Miss
+        }
+    }
+}
+
+/// Starts the prefetch pipeline after `segment`, which this fetch restored itself, when
+/// `pgdata` is a data directory in recovery and no pipeline was started recently. Failing to
+/// start it costs only speed: a warning.
+fn start_prefetch(global: &GlobalArgs, pgdata: &Path, segment: SegmentName) {
+    let in_recovery =
+        pgdata.join("recovery.signal").exists() || pgdata.join("standby.signal").exists();
+    if !in_recovery || !pgdata.join("global/pg_control").exists() {
+        return;
+    }
+    let reader = SpoolReader::new(&pgdata.join("pg_wal"));
+    match reader.claim_start(prefetch::START_INTERVAL) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!("could not start the WAL prefetch: {e}");
+            return;
+        }
+    }
+    let launch = Launch {
+        pgdata,
+        start: PipelineStart::After(segment),
+        timeline: None,
+        last: None,
+        restore_pid: None,
+        log_file: None,
+    };
+    match prefetch::spawn(global, &launch) {
+        Ok(pid) => tracing::debug!(pid, "started the WAL prefetch"),
+        Err(e) => tracing::warn!("could not start the WAL prefetch: {e:#}"),
     }
 }
 

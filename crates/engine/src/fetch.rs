@@ -5,7 +5,7 @@ use std::path::Path;
 use bytes::Bytes;
 use tracing::debug;
 use walferry_codec as codec;
-use walferry_manifest::{IdentityMismatch, io as repo_io, layout};
+use walferry_manifest::{IdentityMismatch, RepoDescriptor, io as repo_io, layout};
 use walferry_store::{ArchiveStore, CancellationToken, Store};
 use walferry_wal::{ExpectedSegment, SegmentHeader, WalFileName};
 
@@ -84,32 +84,46 @@ pub async fn fetch(
     })
     .await?;
 
-    if let WalFileName::Segment(seg) | WalFileName::Partial(seg) = name {
-        let foreign = |reason: String| Error::ForeignSegment {
-            name: name.to_string(),
-            repo: repo.clone(),
-            reason,
-        };
-        if data.len() as u64 != descriptor.wal_segment_size.bytes() {
-            return Err(foreign(format!(
-                "it is {} bytes, the repository's segments are {} bytes",
-                data.len(),
-                descriptor.wal_segment_size.bytes()
-            )));
-        }
-        let header = SegmentHeader::parse(&data).map_err(|e| foreign(e.to_string()))?;
-        header
-            .check(&ExpectedSegment {
-                name: *seg,
-                system_identifier: Some(descriptor.system_identifier),
-                segment_size: Some(descriptor.wal_segment_size),
-                pg_version: Some(descriptor.pg_version),
-            })
-            .map_err(|e| foreign(e.to_string()))?;
-    }
+    check_segment(name, &data, data.len() as u64, &descriptor, &repo)?;
 
     let bytes = data.len() as u64;
     let dest = dest.to_owned();
     blocking(move || local::write_atomically(&dest, &data)).await?;
     Ok(FetchOutcome::Restored { bytes })
+}
+
+/// Checks a decoded WAL file against the repository: a segment (or partial segment) must have
+/// the repository's segment size and a first page header of this cluster for its name.
+/// `first` is the start of the content (at least the long page header when `len` allows),
+/// `len` its whole length. Other WAL files pass.
+pub(crate) fn check_segment(
+    name: &WalFileName,
+    first: &[u8],
+    len: u64,
+    descriptor: &RepoDescriptor,
+    repo: &str,
+) -> Result<()> {
+    let (WalFileName::Segment(seg) | WalFileName::Partial(seg)) = name else {
+        return Ok(());
+    };
+    let foreign = |reason: String| Error::ForeignSegment {
+        name: name.to_string(),
+        repo: repo.to_owned(),
+        reason,
+    };
+    if len != descriptor.wal_segment_size.bytes() {
+        return Err(foreign(format!(
+            "it is {len} bytes, the repository's segments are {} bytes",
+            descriptor.wal_segment_size.bytes()
+        )));
+    }
+    let header = SegmentHeader::parse(first).map_err(|e| foreign(e.to_string()))?;
+    header
+        .check(&ExpectedSegment {
+            name: *seg,
+            system_identifier: Some(descriptor.system_identifier),
+            segment_size: Some(descriptor.wal_segment_size),
+            pg_version: Some(descriptor.pg_version),
+        })
+        .map_err(|e| foreign(e.to_string()))
 }

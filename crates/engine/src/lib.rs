@@ -22,6 +22,7 @@ mod fetch;
 pub mod info;
 mod local;
 mod part_check;
+pub mod pipeline;
 mod push;
 pub mod restore;
 pub mod spool;

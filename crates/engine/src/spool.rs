@@ -56,7 +56,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 use walferry_wal::WalFileName;
@@ -75,14 +75,23 @@ const LOCK: &str = "lock";
 /// The length of a generation id: 16 hex digits.
 const GENERATION_LEN: usize = 16;
 
-/// What [`SpoolReader::take`] did.
+/// The marker a pipeline keeps beside a file it is fetching: `<name>.pending`.
+const PENDING_SUFFIX: &str = ".pending";
+
+/// The file whose age tells whether a pipeline was started recently.
+const STARTED: &str = "started";
+
+/// What [`SpoolReader::take`] did. Only `Served` touched the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
     /// The file was renamed from the live generation to the destination.
     Served,
-    /// No live spool, or the live generation does not hold the file; the destination is
-    /// untouched.
+    /// The live generation does not hold the file yet, but its pipeline is fetching it.
+    Pending,
+    /// The live generation does not hold the file and its pipeline is not fetching it.
     Miss,
+    /// No pipeline runs: there is no spool, or its generation is stale.
+    NoPipeline,
 }
 
 /// The fetch side of the spool: takes published files out of the live generation.
@@ -104,24 +113,26 @@ impl SpoolReader {
 
     /// Moves WAL file `name` from the live generation to `dest`, replacing `dest`.
     ///
-    /// Returns [`Taken::Miss`] when there is no spool, `current` is missing or malformed, the
-    /// generation it names is stale (its lock is not held) or gone, or the generation does not
-    /// hold the file. `dest` must be on the filesystem of `pg_wal` (PostgreSQL's `%p` is); if it
-    /// is not, the file stays in the spool and the answer is `Miss`. Errors are failures to
-    /// read the spool or to rename, with the path named.
+    /// Returns [`Taken::NoPipeline`] when there is no spool, `current` is missing or
+    /// malformed, or the generation it names is stale (its lock is not held) or gone;
+    /// [`Taken::Pending`] when the live generation does not hold the file yet but its pipeline
+    /// has marked it as being fetched; [`Taken::Miss`] otherwise. `dest` must be on the
+    /// filesystem of `pg_wal` (PostgreSQL's `%p` is); if it is not, the file stays in the spool
+    /// and the answer is `Miss`. Errors are failures to read the spool or to rename, with the
+    /// path named.
     pub fn take(&self, name: &WalFileName, dest: &Path) -> Result<Taken> {
         let mut path = PathBuf::with_capacity(self.dir.as_os_str().len() + 64);
         path.push(&self.dir);
         path.push(CURRENT);
         let mut buf = [0u8; GENERATION_LEN + 2];
         let Some(generation) = read_current(&path, &mut buf)? else {
-            return Ok(Taken::Miss);
+            return Ok(Taken::NoPipeline);
         };
         path.set_file_name(generation);
         path.push(LOCK);
         if !is_live(&path)? {
             debug!(file = %name, generation, "spool generation is stale; not serving from it");
-            return Ok(Taken::Miss);
+            return Ok(Taken::NoPipeline);
         }
         path.set_file_name(name.to_string());
         match fs::rename(&path, dest) {
@@ -129,7 +140,18 @@ impl SpoolReader {
                 debug!(file = %name, generation, "served from the spool");
                 Ok(Taken::Served)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Taken::Miss),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                path.set_file_name(format!("{name}{PENDING_SUFFIX}"));
+                match fs::symlink_metadata(&path) {
+                    Ok(_) => Ok(Taken::Pending),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Taken::Miss),
+                    Err(source) => Err(Error::LocalIo {
+                        action: "check",
+                        path,
+                        source,
+                    }),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
                 warn!(
                     file = %name,
@@ -144,6 +166,67 @@ impl SpoolReader {
                 source,
             }),
         }
+    }
+}
+
+impl SpoolReader {
+    /// Like [`take`](SpoolReader::take), and while the answer is [`Taken::Pending`], waits for
+    /// the pipeline to publish the file, for at most `max_wait`: returns `Served` once it is
+    /// taken, `Miss` when the pipeline gave up on it, `NoPipeline` when the pipeline stopped,
+    /// and `Pending` when the time ran out.
+    pub fn take_waiting(
+        &self,
+        name: &WalFileName,
+        dest: &Path,
+        max_wait: Duration,
+    ) -> Result<Taken> {
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let taken = self.take(name, dest)?;
+            if taken != Taken::Pending || started.elapsed() >= max_wait {
+                return Ok(taken);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    /// Whether a pipeline runs on this spool: `current` names a generation whose lock is held.
+    pub fn pipeline_running(&self) -> Result<bool> {
+        let mut buf = [0u8; GENERATION_LEN + 2];
+        let Some(generation) = read_current(&self.dir.join(CURRENT), &mut buf)? else {
+            return Ok(false);
+        };
+        is_live(&self.dir.join(generation).join(LOCK))
+    }
+
+    /// Whether a pipeline should be started now: true, and the time recorded, unless one was
+    /// started less than `interval` ago (it may still be starting up, or it stopped because it
+    /// could not run, and starting another at every request would not help). The spool
+    /// directory is created when missing; `pg_wal` must exist.
+    pub fn claim_start(&self, interval: Duration) -> Result<bool> {
+        let path = self.dir.join(STARTED);
+        let recent = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .is_some_and(|age| age < interval);
+        if recent {
+            return Ok(false);
+        }
+        let io_err = |path: PathBuf, source| Error::LocalIo {
+            action: "write",
+            path,
+            source,
+        };
+        match fs::create_dir(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(self.dir.clone(), e)),
+        }
+        fs::write(&path, format!("{}\n", std::process::id())).map_err(|e| io_err(path, e))?;
+        Ok(true)
     }
 }
 
@@ -370,10 +453,45 @@ impl SpoolWriter {
         let bytes = fs::metadata(tmp).map_err(|e| io_err("stat", e))?.len();
         fs::rename(tmp, self.gen_dir.join(name.to_string()))
             .map_err(|e| io_err("publish to the spool", e))?;
+        // After the rename: a fetch that saw the mark finds the file once the mark is gone.
+        self.unmark_pending(name)?;
         if let Some(Published::Held(old)) = self.files.insert(*name, Published::Held(bytes)) {
             self.bytes_held -= old;
         }
         self.bytes_held += bytes;
+        Ok(())
+    }
+
+    /// Marks `name` as being fetched, so that a fetch asking for it waits for it
+    /// ([`Taken::Pending`]) rather than downloading it a second time.
+    pub fn mark_pending(&self, name: &WalFileName) -> Result<()> {
+        let path = self.pending_path(name);
+        File::create(&path)
+            .map(drop)
+            .map_err(|source| Error::LocalIo {
+                action: "create",
+                path,
+                source,
+            })
+    }
+
+    /// Removes the mark of [`mark_pending`](SpoolWriter::mark_pending): the pipeline gave up
+    /// on `name`, and a fetch waiting for it fetches it itself.
+    pub fn unmark_pending(&self, name: &WalFileName) -> Result<()> {
+        remove_if_present(&self.pending_path(name))
+    }
+
+    fn pending_path(&self, name: &WalFileName) -> PathBuf {
+        self.gen_dir.join(format!("{name}{PENDING_SUFFIX}"))
+    }
+
+    /// Deletes a published file that was not taken (replay went past it), freeing its bytes.
+    pub fn discard(&mut self, name: &WalFileName) -> Result<()> {
+        if let Some(Published::Held(bytes)) = self.files.get(name).copied() {
+            remove_if_present(&self.gen_dir.join(name.to_string()))?;
+            self.files.insert(*name, Published::Taken);
+            self.bytes_held -= bytes;
+        }
         Ok(())
     }
 
@@ -448,6 +566,19 @@ impl SpoolWriter {
         }
         drop(self.lock);
         Ok(())
+    }
+}
+
+/// Removes the file at `path`; a missing file is fine.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::LocalIo {
+            action: "remove",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -683,17 +814,17 @@ mod tests {
     }
 
     #[test]
-    fn no_spool_is_a_miss() {
+    fn no_spool_is_no_pipeline() {
         let pg_wal = tempfile::tempdir().unwrap();
         let dest = pg_wal.path().join("RECOVERYXLOG");
         let reader = SpoolReader::new(pg_wal.path());
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
 
         // An empty spool directory, and a WAL directory that does not exist.
         fs::create_dir(pg_wal.path().join(SPOOL_DIR)).unwrap();
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
         let missing = SpoolReader::new(&pg_wal.path().join("no-such-dir"));
-        assert_eq!(missing.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(missing.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
         assert!(!dest.exists());
     }
 
@@ -708,7 +839,7 @@ mod tests {
 
         let dest = pg_wal.path().join("RECOVERYXLOG");
         let reader = SpoolReader::new(pg_wal.path());
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
         assert!(!dest.exists());
         // The reader neither removes the file nor keeps the lock.
         assert!(gen_dir.join(SEG3).exists());
@@ -800,7 +931,7 @@ mod tests {
 
         let reader = SpoolReader::new(pg_wal.path());
         let dest = pg_wal.path().join("RECOVERYXLOG");
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
         assert!(!dest.exists());
 
         // Nor does it refuse a pipeline that starts meanwhile.
@@ -813,7 +944,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_pointer_is_a_miss_and_never_joined() {
+    fn malformed_pointer_is_no_pipeline_and_never_joined() {
         let pg_wal = tempfile::tempdir().unwrap();
         let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
         put(&mut writer, SEG3, b"segment three");
@@ -839,7 +970,7 @@ mod tests {
             fs::write(&pointer, &bad).unwrap();
             assert_eq!(
                 reader.take(&wal(SEG3), &dest).unwrap(),
-                Taken::Miss,
+                Taken::NoPipeline,
                 "{bad:?}"
             );
         }
@@ -910,7 +1041,7 @@ mod tests {
 
         let reader = SpoolReader::new(pg_wal.path());
         let dest = pg_wal.path().join("RECOVERYXLOG");
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
 
         // The next pipeline starts as on a fresh data directory.
         let next = SpoolWriter::create(pg_wal.path()).unwrap();
@@ -923,5 +1054,92 @@ mod tests {
             (0..1000).map(|_| new_generation_id()).collect();
         assert_eq!(ids.len(), 1000);
         assert!(ids.iter().all(|id| is_generation_id(id)));
+    }
+
+    #[test]
+    fn a_pending_file_is_waited_for() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        writer.mark_pending(&wal(SEG3)).unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Pending);
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Miss);
+        // Times out while pending.
+        let waited = reader
+            .take_waiting(&wal(SEG3), &dest, Duration::from_millis(20))
+            .unwrap();
+        assert_eq!(waited, Taken::Pending);
+
+        // Published while a fetch waits: served.
+        let tmp = writer.path_for_tmp(&wal(SEG3));
+        let publisher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            fs::write(&tmp, b"segment three").unwrap();
+            writer.publish(&wal(SEG3), &tmp).unwrap();
+            writer
+        });
+        let waited = reader
+            .take_waiting(&wal(SEG3), &dest, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(waited, Taken::Served);
+        assert_eq!(fs::read(&dest).unwrap(), b"segment three");
+        let writer = publisher.join().unwrap();
+        assert!(!writer.pending_path(&wal(SEG3)).exists());
+
+        // Given up on: a miss. The pipeline stopping: no pipeline.
+        writer.mark_pending(&wal(SEG4)).unwrap();
+        writer.unmark_pending(&wal(SEG4)).unwrap();
+        assert_eq!(
+            reader
+                .take_waiting(&wal(SEG4), &dest, Duration::from_secs(10))
+                .unwrap(),
+            Taken::Miss
+        );
+        writer.mark_pending(&wal(SEG4)).unwrap();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(writer);
+        });
+        assert_eq!(
+            reader
+                .take_waiting(&wal(SEG4), &dest, Duration::from_secs(10))
+                .unwrap(),
+            Taken::NoPipeline
+        );
+        stopper.join().unwrap();
+    }
+
+    #[test]
+    fn discarded_files_free_their_bytes() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        put(&mut writer, SEG3, b"three");
+        put(&mut writer, SEG4, b"four");
+        writer.discard(&wal(SEG3)).unwrap();
+        assert_eq!(writer.bytes_held().unwrap(), 4);
+        assert!(!writer.gen_dir.join(SEG3).exists());
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+    }
+
+    #[test]
+    fn a_start_is_claimed_once_per_interval() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        assert!(!reader.pipeline_running().unwrap());
+        assert!(reader.claim_start(Duration::from_secs(60)).unwrap());
+        assert!(!reader.claim_start(Duration::from_secs(60)).unwrap());
+        assert!(reader.claim_start(Duration::ZERO).unwrap());
+        // The file does not disturb a pipeline starting afterwards.
+        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        assert_eq!(
+            spool_entries(pg_wal.path()),
+            sorted([CURRENT, STARTED, writer.generation()])
+        );
+        assert!(reader.pipeline_running().unwrap());
+        drop(writer);
+        assert!(!reader.pipeline_running().unwrap());
     }
 }

@@ -10,5 +10,5 @@ pub mod run;
 pub mod server;
 pub mod unpack;
 
-pub use run::{RestoreOptions, RestoreOutcome, TargetAction, plan, run};
+pub use run::{RestoreOptions, RestoreOutcome, TargetAction, plan, run, run_planned};
 pub use unpack::{ProgressSnapshot, UnpackOptions, UnpackProgress, UnpackStats, unpack};

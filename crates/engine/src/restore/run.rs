@@ -123,6 +123,20 @@ pub async fn run(
 ) -> Result<RestoreOutcome> {
     let started = Instant::now();
     let (loaded, plan) = plan(store, &options.request, cancel).await?;
+    run_planned(store, pgdata, options, &loaded, plan, started, cancel).await
+}
+
+/// [`run`] with the catalog already loaded and the restore planned (by [`plan`]); `started` is
+/// when the restore began, for [`RestoreOutcome::elapsed`].
+pub async fn run_planned(
+    store: &Store,
+    pgdata: &Path,
+    options: &RestoreOptions,
+    loaded: &LoadedCatalog,
+    plan: RestorePlan,
+    started: Instant,
+    cancel: &CancellationToken,
+) -> Result<RestoreOutcome> {
     let manifest = loaded
         .backups()
         .iter()

@@ -1,0 +1,831 @@
+//! The WAL prefetch pipeline: fetches, ahead of PostgreSQL's replay and in parallel, the WAL
+//! files recovery will ask for, verifies them, and leaves them in the [spool](crate::spool),
+//! so that `fetch` answers each of PostgreSQL's requests with a rename.
+//!
+//! # What it fetches
+//!
+//! The work list comes from the repository's WAL catalog ([`Catalog::follow`]): from a first
+//! segment, the exact sequence of (timeline, segment) files PostgreSQL will ask for along the
+//! target timeline's path, switch points included, to the end of the archive (or to a last
+//! segment, for a restore whose end is known). The history files PostgreSQL reads come first:
+//! the target timeline's, and those it probes at promotion.
+//!
+//! # How
+//!
+//! One control task keeps at most `jobs` downloads in flight and, counting those, at most
+//! `budget` bytes ahead of replay (files published and not yet taken, plus one segment per
+//! download in flight). A download is a GET of the whole object, or for an object larger than
+//! [`RANGE_BYTES`] concurrent ranged GETs; the object is decoded and verified (frame checksum,
+//! size, first page header against the repository descriptor) on the blocking pool while it
+//! is written to a temporary file in the spool, then published. While a file is in flight, a
+//! `.pending` mark beside it tells `fetch` to wait for it rather than download it again.
+//!
+//! The control task notices when fetch takes a file (it is gone from the spool), which frees
+//! budget and measures replay; a file replay went past without asking is discarded.
+//!
+//! # When it stops
+//!
+//! When recovery ends (a signal file it saw is gone), when the server stops (a
+//! `postmaster.pid` it saw is gone), when the restore that started it died before configuring
+//! recovery, when the data directory is gone, after `idle_timeout` without a file taken, or
+//! when cancelled. It then removes its spool generation and, when it measured replay, records
+//! the figure in the repository ([`walferry_manifest::stats`]) for `estimate`.
+//!
+//! A download that fails is given up after its retries: its mark is removed, so a fetch
+//! waiting for it downloads it itself and reports any error with PostgreSQL's rules.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+use walferry_codec::Decoder;
+use walferry_manifest::io::{self as repo_io, WalCatalog};
+use walferry_manifest::stats::{ReplayRecord, save_replay_record};
+use walferry_manifest::{RepoDescriptor, Timestamp, layout};
+use walferry_store::{ArchiveStore, CancellationToken, Store};
+use walferry_wal::{SegmentName, TimelineId, WalFileName};
+
+use crate::error::{Error, Result};
+use crate::fetch::check_segment;
+use crate::spool::SpoolWriter;
+use crate::{MAX_OBJECT_BYTES, join_blocking, store_error};
+
+/// Objects larger than this are fetched as concurrent ranges of this size.
+pub const RANGE_BYTES: u64 = 8 << 20;
+
+/// The default number of downloads in flight: enough to hide a cloud round trip and a
+/// per-connection bandwidth cap behind replay, few enough to bound memory (each download
+/// holds one stored object).
+pub fn default_jobs() -> NonZeroUsize {
+    let cores = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
+    NonZeroUsize::new((cores * 4).clamp(4, 8)).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// The default byte budget ahead of replay for a spool on a filesystem with `free` bytes
+/// available: a quarter of it, at most 1 GiB and at least two segments.
+pub fn default_budget(free: u64, segment_size: u64) -> u64 {
+    (free / 4).min(1 << 30).max(2 * segment_size)
+}
+
+/// How often the control task looks at the spool and the data directory.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How often it checks whether recovery or the server ended.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Where the pipeline starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineStart {
+    /// With this segment (a restore: the first segment replay needs), and the history files.
+    From(SegmentName),
+    /// With the segment after this one (a fetch that asked for it and fetches it itself).
+    After(SegmentName),
+}
+
+/// How to run the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The data directory being recovered; the spool is in its `pg_wal`.
+    pub pgdata: PathBuf,
+    /// Where to start.
+    pub start: PipelineStart,
+    /// The timeline recovery follows; `None`: `recovery_target_timeline` from the data
+    /// directory's configuration, else the newest timeline whose path holds the first segment.
+    pub timeline: Option<TimelineId>,
+    /// The last segment to fetch, when the end of recovery is known.
+    pub last: Option<SegmentName>,
+    /// Downloads in flight.
+    pub jobs: NonZeroUsize,
+    /// Bytes ahead of replay; `None`: [`default_budget`] of the spool's free space.
+    pub budget: Option<u64>,
+    /// Stop after this long without PostgreSQL taking a file.
+    pub idle_timeout: Duration,
+    /// The restore process that started the pipeline before writing the data directory: while
+    /// no signal file exists yet, the pipeline stops when that process is gone.
+    pub restore_pid: Option<u32>,
+}
+
+/// Why the pipeline stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Recovery ended: the signal file is gone.
+    RecoveryEnded,
+    /// The server stopped before recovery ended.
+    ServerStopped,
+    /// Nothing was taken for the idle timeout.
+    Idle,
+    /// The restore that started it died before configuring recovery.
+    RestoreGone,
+    /// The data directory is gone.
+    DataDirectoryGone,
+    /// Asked to stop.
+    Cancelled,
+}
+
+/// What the pipeline did.
+#[derive(Debug, Clone)]
+pub struct PipelineReport {
+    /// WAL files on the work list.
+    pub planned: u64,
+    /// Files published into the spool.
+    pub published: u64,
+    /// Files PostgreSQL took from the spool.
+    pub taken: u64,
+    /// Segments published after PostgreSQL had taken every earlier one: replay (probably)
+    /// waited for them.
+    pub stalls: u64,
+    /// Files given up on (fetch downloads those itself).
+    pub failed: u64,
+    /// Stored bytes downloaded.
+    pub downloaded_bytes: u64,
+    /// Replay as measured from the segments taken: original bytes and seconds from the first
+    /// to the last segment taken.
+    pub replay: Option<(u64, f64)>,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// Runs the pipeline for `options.pgdata` until it stops; see the [module docs](self).
+///
+/// Waits for the data directory's `pg_wal` to exist (a restore starts the pipeline before it
+/// has written it). Fails with [`Error::SpoolBusy`] when another pipeline runs on the data
+/// directory, and with the catalog's errors when the repository cannot be read.
+pub async fn run(
+    store: &Store,
+    options: &PipelineOptions,
+    cancel: &CancellationToken,
+) -> Result<PipelineReport> {
+    let pg_wal = options.pgdata.join("pg_wal");
+    let mut watch = Watch::new(options);
+    // A restore creates pg_wal once it has checked that the data directory is empty.
+    while !pg_wal.is_dir() {
+        if let Some(stop) = watch.check() {
+            return Ok(PipelineReport::stopped(stop));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = cancel.cancelled() => return Ok(PipelineReport::stopped(StopReason::Cancelled)),
+        }
+    }
+    let writer = {
+        let pg_wal = pg_wal.clone();
+        join_blocking(tokio::task::spawn_blocking(move || {
+            SpoolWriter::create(&pg_wal)
+        }))
+        .await??
+    };
+    info!(generation = writer.generation(), pgdata = %options.pgdata.display(), "WAL prefetch started");
+    let mut control = Control::new(store.clone(), options, writer, watch);
+    let result = control.run(cancel).await;
+    let report = control.report(result.as_ref().ok().copied());
+    let writer = control.writer;
+    if let Err(e) = join_blocking(tokio::task::spawn_blocking(move || writer.remove())).await? {
+        warn!("could not remove the spool: {e}");
+    }
+    let stop = result?;
+    info!(
+        planned = report.planned,
+        published = report.published,
+        taken = report.taken,
+        stalls = report.stalls,
+        failed = report.failed,
+        downloaded_bytes = report.downloaded_bytes,
+        ?stop,
+        "WAL prefetch stopped"
+    );
+    if let Some((wal_bytes, seconds)) = report.replay
+        && report.taken >= 4
+    {
+        record_replay(store, &report, wal_bytes, seconds, cancel).await;
+    }
+    Ok(report)
+}
+
+impl PipelineReport {
+    fn stopped(stop: StopReason) -> PipelineReport {
+        PipelineReport {
+            planned: 0,
+            published: 0,
+            taken: 0,
+            stalls: 0,
+            failed: 0,
+            downloaded_bytes: 0,
+            replay: None,
+            stop,
+        }
+    }
+}
+
+/// Saves the replay figure; a repository that cannot take it is only worth a warning.
+async fn record_replay(
+    store: &Store,
+    report: &PipelineReport,
+    wal_bytes: u64,
+    seconds: f64,
+    cancel: &CancellationToken,
+) {
+    let Ok(recorded_at) = Timestamp::from_system_time(std::time::SystemTime::now()) else {
+        return;
+    };
+    let record = ReplayRecord {
+        recorded_at,
+        wal_bytes,
+        segments: report.taken,
+        seconds,
+        stalls: report.stalls,
+        cores: std::thread::available_parallelism()
+            .map_or(1, NonZeroUsize::get)
+            .try_into()
+            .unwrap_or(u32::MAX),
+    };
+    match save_replay_record(store, &record, cancel).await {
+        Ok(()) => debug!(?record, "replay figure recorded"),
+        Err(e) => warn!("could not record the replay figure in the repository: {e}"),
+    }
+}
+
+/// Watches the data directory for the end of recovery.
+#[derive(Debug)]
+struct Watch {
+    pgdata: PathBuf,
+    restore_pid: Option<u32>,
+    idle_timeout: Duration,
+    saw_signal: bool,
+    saw_postmaster: bool,
+    last_activity: Instant,
+    last_check: Instant,
+}
+
+impl Watch {
+    fn new(options: &PipelineOptions) -> Watch {
+        let now = Instant::now();
+        Watch {
+            pgdata: options.pgdata.clone(),
+            restore_pid: options.restore_pid,
+            idle_timeout: options.idle_timeout,
+            saw_signal: false,
+            saw_postmaster: false,
+            last_activity: now,
+            last_check: now - CHECK_EVERY,
+        }
+    }
+
+    /// Something was taken at `at`.
+    fn activity(&mut self, at: Instant) {
+        self.last_activity = at;
+    }
+
+    /// Why to stop now, if so; looks at the disk at most every [`CHECK_EVERY`].
+    fn check(&mut self) -> Option<StopReason> {
+        if self.last_check.elapsed() < CHECK_EVERY {
+            return None;
+        }
+        self.last_check = Instant::now();
+        if !self.pgdata.is_dir() {
+            return Some(StopReason::DataDirectoryGone);
+        }
+        let signal = self.pgdata.join("recovery.signal").exists()
+            || self.pgdata.join("standby.signal").exists();
+        if signal && !self.saw_signal {
+            self.saw_signal = true;
+            self.last_activity = Instant::now();
+        }
+        if self.saw_signal && !signal {
+            return Some(StopReason::RecoveryEnded);
+        }
+        let postmaster = self.pgdata.join("postmaster.pid").exists();
+        if postmaster {
+            self.saw_postmaster = true;
+        } else if self.saw_postmaster {
+            return Some(StopReason::ServerStopped);
+        }
+        if !self.saw_signal
+            && let Some(pid) = self.restore_pid
+        {
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                return Some(StopReason::RestoreGone);
+            }
+            // The restore is still writing the data directory: not idle.
+            self.last_activity = Instant::now();
+        }
+        (self.last_activity.elapsed() >= self.idle_timeout).then_some(StopReason::Idle)
+    }
+}
+
+/// A file on the work list.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    name: WalFileName,
+    /// Its stored size, from the listing.
+    stored: u64,
+    /// Whether it is a segment (counted against the budget and in replay figures).
+    segment: bool,
+}
+
+/// A finished download, decoded into a temporary file in the spool.
+#[derive(Debug)]
+struct Fetched {
+    index: usize,
+    downloaded: u64,
+}
+
+/// The control task's state.
+struct Control {
+    store: Store,
+    options: PipelineOptions,
+    descriptor: Arc<RepoDescriptor>,
+    writer: SpoolWriter,
+    watch: Watch,
+    work: Vec<Item>,
+    /// The next index of `work` to start.
+    next: usize,
+    budget: u64,
+    segment_size: u64,
+    decoders: Arc<Semaphore>,
+    /// Downloads to start again before new ones.
+    retry: VecDeque<usize>,
+    attempts: BTreeMap<usize, u32>,
+    /// Published and not taken, by index.
+    held: BTreeMap<usize, WalFileName>,
+    /// Segments in flight.
+    in_flight_segments: usize,
+    taken: u64,
+    max_taken: Option<usize>,
+    first_take: Option<Instant>,
+    last_take: Option<Instant>,
+    taken_segments: u64,
+    published: u64,
+    stalls: u64,
+    failed: u64,
+    downloaded: u64,
+    last_sweep: Instant,
+}
+
+/// How many times a download that failed (after the store's own retries) is started again.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// How often files replay went past are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl Control {
+    fn new(store: Store, options: &PipelineOptions, writer: SpoolWriter, watch: Watch) -> Control {
+        Control {
+            store,
+            options: options.clone(),
+            descriptor: Arc::new(RepoDescriptor::new(walferry_manifest::ClusterIdentity {
+                system_identifier: 0,
+                pg_version: walferry_wal::PgVersion::V15,
+                wal_segment_size: walferry_wal::WalSegSize::DEFAULT,
+            })),
+            writer,
+            watch,
+            work: Vec::new(),
+            next: 0,
+            budget: 0,
+            segment_size: walferry_wal::WalSegSize::DEFAULT.bytes(),
+            decoders: Arc::new(Semaphore::new(decoders())),
+            retry: VecDeque::new(),
+            attempts: BTreeMap::new(),
+            held: BTreeMap::new(),
+            in_flight_segments: 0,
+            taken: 0,
+            max_taken: None,
+            first_take: None,
+            last_take: None,
+            taken_segments: 0,
+            published: 0,
+            stalls: 0,
+            failed: 0,
+            downloaded: 0,
+            last_sweep: Instant::now(),
+        }
+    }
+
+    fn report(&self, stop: Option<StopReason>) -> PipelineReport {
+        let replay = match (self.first_take, self.last_take) {
+            (Some(first), Some(last)) if self.taken_segments >= 2 => Some((
+                // The first segment's replay is not in the interval.
+                (self.taken_segments - 1) * self.segment_size,
+                last.duration_since(first).as_secs_f64(),
+            )),
+            _ => None,
+        };
+        PipelineReport {
+            planned: self.work.len() as u64,
+            published: self.published,
+            taken: self.taken,
+            stalls: self.stalls,
+            failed: self.failed,
+            downloaded_bytes: self.downloaded,
+            replay,
+            stop: stop.unwrap_or(StopReason::Cancelled),
+        }
+    }
+
+    /// Loads the catalog and the work list, then fetches until a reason to stop.
+    async fn run(&mut self, cancel: &CancellationToken) -> Result<StopReason> {
+        let repo = self.store.location().to_owned();
+        let catalog = repo_io::load_wal_catalog(&self.store, cancel)
+            .await
+            .map_err(|e| crate::push::catalog_error(e, &repo))?;
+        self.segment_size = catalog.descriptor().wal_segment_size.bytes();
+        self.descriptor = Arc::new(catalog.descriptor().clone());
+        let timeline = self
+            .options
+            .timeline
+            .or_else(|| configured_timeline(&self.options.pgdata));
+        self.work = work_list(&catalog, &self.options, timeline);
+        self.budget = match self.options.budget {
+            Some(budget) => budget.max(self.segment_size),
+            None => default_budget(
+                free_bytes(&self.options.pgdata.join("pg_wal")).unwrap_or(0),
+                self.segment_size,
+            ),
+        };
+        info!(
+            files = self.work.len(),
+            first = self.work.first().map(|i| i.name.to_string()),
+            last = self.work.last().map(|i| i.name.to_string()),
+            jobs = self.options.jobs.get(),
+            budget_bytes = self.budget,
+            "WAL prefetch planned"
+        );
+
+        let mut tasks: JoinSet<(usize, Result<Fetched>)> = JoinSet::new();
+        loop {
+            self.start_downloads(&mut tasks);
+            tokio::select! {
+                Some(joined) = tasks.join_next() => {
+                    let (index, result) = match joined {
+                        Ok(done) => done,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => continue,
+                    };
+                    self.finish_download(index, result)?;
+                }
+                () = tokio::time::sleep(TICK) => {}
+                () = cancel.cancelled() => return Ok(StopReason::Cancelled),
+            }
+            self.notice_taken()?;
+            if let Some(stop) = self.watch.check() {
+                tasks.abort_all();
+                return Ok(stop);
+            }
+        }
+    }
+
+    /// Starts downloads while there is room in `jobs` and in the budget.
+    fn start_downloads(&mut self, tasks: &mut JoinSet<(usize, Result<Fetched>)>) {
+        while tasks.len() < self.options.jobs.get() {
+            let held_bytes = self.held.len() as u64 * self.segment_size;
+            let in_flight = self.in_flight_segments as u64 * self.segment_size;
+            // Over the budget, only when nothing at all is ahead of replay, one download.
+            let idle = tasks.is_empty() && self.held.is_empty();
+            if held_bytes + in_flight + self.segment_size > self.budget && !idle {
+                return;
+            }
+            let index = match self.retry.pop_front() {
+                Some(index) => index,
+                None if self.next < self.work.len() => {
+                    self.next += 1;
+                    self.next - 1
+                }
+                None => return,
+            };
+            let item = self.work[index];
+            if let Err(e) = self.writer.mark_pending(&item.name) {
+                warn!("{e}");
+            }
+            if item.segment {
+                self.in_flight_segments += 1;
+            }
+            let store = self.store.clone();
+            let descriptor = self.descriptor.clone();
+            let decoders = self.decoders.clone();
+            let tmp = self.writer.path_for_tmp(&item.name);
+            tasks.spawn(async move {
+                let result = download(&store, &item, &descriptor, &decoders, tmp).await;
+                (
+                    index,
+                    result.map(|downloaded| Fetched { index, downloaded }),
+                )
+            });
+        }
+    }
+
+    /// Publishes a finished download, or schedules it again, or gives up on it.
+    fn finish_download(&mut self, index: usize, result: Result<Fetched>) -> Result<()> {
+        let item = self.work[index];
+        if item.segment {
+            self.in_flight_segments -= 1;
+        }
+        match result {
+            Ok(fetched) => {
+                let tmp = self.writer.path_for_tmp(&item.name);
+                self.writer.publish(&item.name, &tmp)?;
+                self.downloaded += fetched.downloaded;
+                self.published += 1;
+                if item.segment {
+                    // Everything before it was taken: replay is (about to be) waiting for it.
+                    let waiting = self.max_taken.is_some_and(|max| max + 1 >= fetched.index)
+                        && self.held.keys().all(|&held| held > fetched.index);
+                    if waiting {
+                        self.stalls += 1;
+                    }
+                }
+                self.held.insert(index, item.name);
+                debug!(file = %item.name, "prefetched");
+            }
+            Err(e) => {
+                let attempt = self.attempts.entry(index).or_insert(0);
+                *attempt += 1;
+                let retry = *attempt < MAX_ATTEMPTS
+                    && matches!(e.kind(), crate::ErrorKind::Storage)
+                    && self.max_taken.is_none_or(|max| max < index);
+                let _ = fs::remove_file(self.writer.path_for_tmp(&item.name));
+                if retry {
+                    warn!(file = %item.name, attempt = *attempt, "prefetch failed, trying again: {e}");
+                    self.retry.push_back(index);
+                } else {
+                    // Fetch downloads it itself, and reports any error the way PostgreSQL
+                    // needs it reported.
+                    warn!(file = %item.name, "prefetch gave up; fetch will download it: {e}");
+                    self.failed += 1;
+                    self.writer.unmark_pending(&item.name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Notices files fetch took; discards files replay went past.
+    fn notice_taken(&mut self) -> Result<()> {
+        let now = Instant::now();
+        // Replay takes files in order: look from the oldest held until one is still there.
+        while let Some((&index, &name)) = self.held.first_key_value() {
+            if !self.writer.taken(&name)? {
+                break;
+            }
+            self.held.remove(&index);
+            self.took(index, now);
+        }
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = now;
+            let held: Vec<(usize, WalFileName)> =
+                self.held.iter().map(|(&i, &name)| (i, name)).collect();
+            for (index, name) in held {
+                if self.writer.taken(&name)? {
+                    self.held.remove(&index);
+                    self.took(index, now);
+                }
+            }
+            if let Some(max) = self.max_taken {
+                let passed: Vec<(usize, WalFileName)> = self
+                    .held
+                    .range(..max)
+                    .map(|(&i, &name)| (i, name))
+                    .collect();
+                for (index, name) in passed {
+                    debug!(file = %name, "replay went past it; discarded");
+                    self.writer.discard(&name)?;
+                    self.held.remove(&index);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn took(&mut self, index: usize, at: Instant) {
+        self.taken += 1;
+        self.max_taken = Some(self.max_taken.map_or(index, |max| max.max(index)));
+        self.watch.activity(at);
+        if self.work[index].segment {
+            self.taken_segments += 1;
+            self.first_take.get_or_insert(at);
+            self.last_take = Some(at);
+        }
+    }
+}
+
+/// Downloads `item`, decodes and verifies it into `tmp`; returns the stored bytes downloaded.
+async fn download(
+    store: &Store,
+    item: &Item,
+    descriptor: &Arc<RepoDescriptor>,
+    decoders: &Semaphore,
+    tmp: PathBuf,
+) -> Result<u64> {
+    let key = layout::wal_key(&item.name);
+    let cancel = CancellationToken::new();
+    let parts = if item.stored > RANGE_BYTES {
+        let ranges = (0..item.stored)
+            .step_by(usize::try_from(RANGE_BYTES).unwrap_or(usize::MAX))
+            .map(|start| start..(start + RANGE_BYTES).min(item.stored));
+        let gets = ranges.map(|range| store.get(&key, Some(range), &cancel));
+        let got = futures::future::try_join_all(gets)
+            .await
+            .map_err(|e| store_error("download", &key, store, e))?;
+        // The object may have changed size since the listing; fetch it whole then.
+        if got.iter().any(|g| g.object_size != item.stored) {
+            vec![whole(store, &key, &cancel).await?]
+        } else {
+            got.into_iter().map(|g| g.body).collect()
+        }
+    } else {
+        vec![whole(store, &key, &cancel).await?]
+    };
+    let downloaded = parts.iter().map(|p| p.len() as u64).sum();
+    let _permit = decoders.acquire().await.map_err(|_| Error::Internal {
+        message: "the decoder semaphore was closed".into(),
+    })?;
+    let name = item.name;
+    let descriptor = descriptor.clone();
+    let repo = store.location().to_owned();
+    let k = key.to_string();
+    join_blocking(tokio::task::spawn_blocking(move || {
+        decode_to_file(&name, &k, parts, &descriptor, &repo, &tmp)
+    }))
+    .await??;
+    Ok(downloaded)
+}
+
+async fn whole(
+    store: &Store,
+    key: &walferry_store::ObjectKey,
+    cancel: &CancellationToken,
+) -> Result<Bytes> {
+    store
+        .get(key, None, cancel)
+        .await
+        .map(|g| g.body)
+        .map_err(|e| store_error("download", key, store, e))
+}
+
+/// Decodes the object in `parts` into a new file at `tmp`, checking it as fetch does.
+fn decode_to_file(
+    name: &WalFileName,
+    key: &str,
+    parts: Vec<Bytes>,
+    descriptor: &RepoDescriptor,
+    repo: &str,
+    tmp: &Path,
+) -> Result<()> {
+    let limit = match name {
+        WalFileName::Segment(_) | WalFileName::Partial(_) => descriptor.wal_segment_size.bytes(),
+        _ => MAX_OBJECT_BYTES,
+    };
+    let corrupt = |source| Error::Corrupt {
+        key: key.to_owned(),
+        source,
+    };
+    let local = |action, source| Error::LocalIo {
+        action,
+        path: tmp.to_owned(),
+        source,
+    };
+    let mut decoder = Decoder::with_limit(Chunks::new(parts), limit).map_err(corrupt)?;
+    let mut file = File::create(tmp).map_err(|e| local("create", e))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut first = Vec::with_capacity(walferry_wal::LONG_HEADER_LEN);
+    let mut len = 0u64;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(walferry_codec::Error::from(e))),
+        };
+        if first.len() < walferry_wal::LONG_HEADER_LEN {
+            let want = (walferry_wal::LONG_HEADER_LEN - first.len()).min(n);
+            first.extend_from_slice(&buf[..want]);
+        }
+        len += n as u64;
+        file.write_all(&buf[..n]).map_err(|e| local("write", e))?;
+    }
+    decoder.finish().map_err(corrupt)?;
+    check_segment(name, &first, len, descriptor, repo)?;
+    // PostgreSQL syncs every file restore_command gives it before using it; synced here, off
+    // replay's path, that costs it little.
+    file.sync_all().map_err(|e| local("sync", e))?;
+    Ok(())
+}
+
+/// Reads a sequence of byte buffers as one stream.
+struct Chunks {
+    parts: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn new(parts: Vec<Bytes>) -> Chunks {
+        Chunks {
+            parts: parts.into(),
+        }
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(part) = self.parts.front_mut() {
+            if part.is_empty() {
+                self.parts.pop_front();
+                continue;
+            }
+            let n = part.len().min(buf.len());
+            buf[..n].copy_from_slice(&part[..n]);
+            bytes::Buf::advance(part, n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// The number of decodes at once: replay needs a core of its own, and one core decodes faster
+/// than PostgreSQL replays.
+fn decoders() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, NonZeroUsize::get);
+    (cores / 2).max(1)
+}
+
+/// The bytes available to unprivileged users on the filesystem of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// `recovery_target_timeline` as a number, from the data directory's `postgresql.conf` and
+/// `postgresql.auto.conf` (the last setting wins, as in PostgreSQL); `None` for `latest`,
+/// `current`, no setting, or anything this simple reading does not understand (such as an
+/// `include` holding it): the pipeline then follows the newest timeline, a guess that costs
+/// only speed when wrong, because fetch downloads whatever is not in the spool.
+fn configured_timeline(pgdata: &Path) -> Option<TimelineId> {
+    let mut value: Option<String> = None;
+    for file in ["postgresql.conf", "postgresql.auto.conf"] {
+        let Ok(text) = fs::read_to_string(pgdata.join(file)) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let Some(rest) = line.strip_prefix("recovery_target_timeline") else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let rest = rest.strip_prefix('=').unwrap_or(rest).trim();
+            value = Some(rest.trim_matches('\'').to_owned());
+        }
+    }
+    value?
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| TimelineId::new(n).ok())
+}
+
+/// The files to fetch, in the order PostgreSQL asks for them: for a restore, the history file
+/// of the target timeline first; then the segments along the target timeline's path; then the
+/// history files PostgreSQL probes at promotion that the archive holds.
+fn work_list(
+    catalog: &WalCatalog,
+    options: &PipelineOptions,
+    timeline: Option<TimelineId>,
+) -> Vec<Item> {
+    let (first, skip) = match options.start {
+        PipelineStart::From(first) => (first, 0),
+        PipelineStart::After(first) => (first, 1),
+    };
+    let plan = catalog.catalog().follow(timeline, first);
+    let target = plan
+        .runs()
+        .last()
+        .map_or(first.tli(), |run| run.timeline)
+        .max(timeline.unwrap_or(TimelineId::FIRST));
+    let item = |name: WalFileName, segment: bool| {
+        catalog.stored_size(&name).map(|stored| Item {
+            name,
+            stored,
+            segment,
+        })
+    };
+    let mut work = Vec::new();
+    if matches!(options.start, PipelineStart::From(_)) && target != TimelineId::FIRST {
+        work.extend(item(WalFileName::History(target), false));
+    }
+    for segment in plan.iter().skip(skip) {
+        work.extend(item(WalFileName::Segment(segment), true));
+        if options.last == Some(segment) {
+            break;
+        }
+    }
+    let mut probe = target.next();
+    while let Some(tli) = probe.filter(|tli| catalog.timelines().contains(*tli)) {
+        work.extend(item(WalFileName::History(tli), false));
+        probe = tli.next();
+    }
+    work
+}
