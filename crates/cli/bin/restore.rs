@@ -318,8 +318,10 @@ fn start_prefetch(global: &GlobalArgs, pgdata: &Path, segment: SegmentName) {
             return;
         }
     }
+    // The pipeline is found by its data directory: name it absolutely.
+    let pgdata = std::path::absolute(pgdata).unwrap_or_else(|_| pgdata.to_owned());
     let launch = Launch {
-        pgdata,
+        pgdata: &pgdata,
         start: PipelineStart::After(segment),
         timeline: None,
         last: None,

@@ -829,3 +829,469 @@ fn work_list(
     }
     work
 }
+
+#[cfg(test)]
+mod tests {
+    use std::thread::JoinHandle;
+
+    use walferry_manifest::ClusterIdentity;
+    use walferry_store::{MemoryStore, PutMode, RetryConfig};
+    use walferry_wal::header::INFO_LONG_HEADER;
+    use walferry_wal::{
+        HistoryEntry, LONG_HEADER_LEN, Lsn, PgVersion, SegmentHeader, TimelineHistory, WalSegSize,
+    };
+
+    use super::*;
+    use crate::spool::{SPOOL_DIR, SpoolReader, Taken};
+
+    const SYSID: u64 = 7_441_234_567_890_123_456;
+    const SEGMENT: u64 = 16 << 20;
+    /// How long a test waits for the pipeline before it fails.
+    const WAIT: Duration = Duration::from_secs(60);
+
+    fn tli(n: u32) -> TimelineId {
+        TimelineId::new(n).unwrap()
+    }
+
+    fn wal(name: &str) -> WalFileName {
+        WalFileName::parse(name).unwrap()
+    }
+
+    /// The name of segment `segno` of timeline `tli`.
+    fn seg(tli: u32, segno: u32) -> String {
+        format!("{tli:08X}00000000{segno:08X}")
+    }
+
+    /// A segment of the default size with a valid first page header (saying `page_tli`, the
+    /// timeline the segment's first byte belongs to) and its own name written into its second
+    /// page, so that every segment's content is distinct.
+    fn segment(name: &str, page_tli: u32) -> Vec<u8> {
+        let name: SegmentName = name.parse().unwrap();
+        let size = WalSegSize::DEFAULT;
+        let header = SegmentHeader {
+            pg_version: PgVersion::V15,
+            info: INFO_LONG_HEADER,
+            timeline: tli(page_tli),
+            page_address: name.start_lsn(size).unwrap(),
+            system_identifier: SYSID,
+            segment_size: size,
+            block_size: 8192,
+        };
+        let mut data = vec![0u8; size.as_usize()];
+        data[..LONG_HEADER_LEN].copy_from_slice(&header.to_bytes());
+        let marker = name.to_string();
+        data[8192..8192 + marker.len()].copy_from_slice(marker.as_bytes());
+        data
+    }
+
+    /// Runs `future` to completion on a runtime of its own.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// A repository holding the descriptor and, by name, the frames of `objects`.
+    fn repository(objects: &[(String, Vec<u8>)]) -> Store {
+        let store = Store::memory(MemoryStore::new(), RetryConfig::default());
+        block_on(async {
+            let cancel = CancellationToken::new();
+            let identity = ClusterIdentity {
+                system_identifier: SYSID,
+                pg_version: PgVersion::V15,
+                wal_segment_size: WalSegSize::DEFAULT,
+            };
+            repo_io::create_descriptor(&store, &RepoDescriptor::new(identity), &cancel)
+                .await
+                .unwrap();
+            for (name, body) in objects {
+                store
+                    .put(
+                        &layout::wal_key(&wal(name)),
+                        Bytes::from(body.clone()),
+                        PutMode::Create,
+                        &cancel,
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        store
+    }
+
+    /// Segments `segnos` of timeline 1, each a valid frame.
+    fn timeline_1(segnos: std::ops::RangeInclusive<u32>) -> Vec<(String, Vec<u8>)> {
+        segnos
+            .map(|segno| {
+                let name = seg(1, segno);
+                let frame = walferry_codec::encode(&segment(&name, 1), 1).unwrap();
+                (name, frame)
+            })
+            .collect()
+    }
+
+    /// A data directory being recovered: `pg_wal/` and `recovery.signal`.
+    fn data_directory() -> tempfile::TempDir {
+        let pgdata = tempfile::tempdir().unwrap();
+        fs::create_dir(pgdata.path().join("pg_wal")).unwrap();
+        fs::write(pgdata.path().join("recovery.signal"), b"").unwrap();
+        pgdata
+    }
+
+    fn options(pgdata: &Path, from: &str, jobs: usize, budget_segments: u64) -> PipelineOptions {
+        PipelineOptions {
+            pgdata: pgdata.to_owned(),
+            start: PipelineStart::From(from.parse().unwrap()),
+            timeline: None,
+            last: None,
+            jobs: NonZeroUsize::new(jobs).unwrap(),
+            budget: Some(budget_segments * SEGMENT),
+            idle_timeout: Duration::from_secs(60),
+            restore_pid: None,
+        }
+    }
+
+    /// A pipeline running on threads of its own, and PostgreSQL's side of the spool.
+    struct Running {
+        pgdata: PathBuf,
+        cancel: CancellationToken,
+        handle: Option<JoinHandle<Result<PipelineReport>>>,
+        reader: SpoolReader,
+        /// Where "PostgreSQL" takes files to: its `%p`.
+        dest: PathBuf,
+    }
+
+    impl Running {
+        fn start(store: &Store, options: PipelineOptions) -> Running {
+            let cancel = CancellationToken::new();
+            let pgdata = options.pgdata.clone();
+            let handle = {
+                let (store, cancel) = (store.clone(), cancel.clone());
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(run(&store, &options, &cancel))
+                })
+            };
+            let pg_wal = pgdata.join("pg_wal");
+            Running {
+                reader: SpoolReader::new(&pg_wal),
+                dest: pg_wal.join("RECOVERYXLOG"),
+                pgdata,
+                cancel,
+                handle: Some(handle),
+            }
+        }
+
+        fn spool(&self) -> PathBuf {
+            self.pgdata.join("pg_wal").join(SPOOL_DIR)
+        }
+
+        /// The live generation's directory, once the pipeline has created it.
+        fn generation(&self) -> PathBuf {
+            let current = self.spool().join("current");
+            wait_for("the spool generation", || current.exists());
+            let id = fs::read_to_string(&current).unwrap();
+            self.spool().join(id.trim())
+        }
+
+        /// Takes `name` as `fetch` does, waiting until the pipeline has published it; returns
+        /// its content.
+        fn take(&self, name: &str) -> Vec<u8> {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let taken = self
+                    .reader
+                    .take_waiting(&wal(name), &self.dest, WAIT)
+                    .unwrap();
+                if taken == Taken::Served {
+                    return fs::read(&self.dest).unwrap();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} was never served: {taken:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn is_finished(&self) -> bool {
+            self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+        }
+
+        /// Waits until the pipeline stops by itself; returns its report.
+        fn join(&mut self) -> PipelineReport {
+            wait_for("the pipeline to stop", || self.is_finished());
+            let handle = self.handle.take().expect("joined once");
+            handle.join().unwrap().unwrap()
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.cancel.cancel();
+            if let Some(handle) = self.handle.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Polls `done` until it holds; panics after [`WAIT`].
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The WAL files published in the generation at `gen_dir`, sorted.
+    fn published(gen_dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(gen_dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| WalFileName::parse(name).is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn follows_a_timeline_switch_inside_a_segment() {
+        // Timeline 1 has segments 1–5; timeline 2 branched off it at 0/3800000, in segment 3,
+        // and has segments 3–6. Its copy of segment 3 starts with timeline 1's WAL.
+        let history = TimelineHistory::new(
+            tli(2),
+            vec![HistoryEntry {
+                parent: tli(1),
+                switch_point: Lsn(0x380_0000),
+                reason: "no recovery target specified".into(),
+            }],
+        )
+        .unwrap()
+        .to_text();
+        let mut objects = timeline_1(1..=5);
+        for segno in 3..=6 {
+            let name = seg(2, segno);
+            let page_tli = if segno == 3 { 1 } else { 2 };
+            let frame = walferry_codec::encode(&segment(&name, page_tli), 1).unwrap();
+            objects.push((name, frame));
+        }
+        objects.push((
+            "00000002.history".into(),
+            walferry_codec::encode(history.as_bytes(), 1).unwrap(),
+        ));
+        let store = repository(&objects);
+        let pgdata = data_directory();
+        let mut options = options(pgdata.path(), &seg(1, 1), 2, 2);
+        options.timeline = Some(tli(2));
+        let mut pipeline = Running::start(&store, options);
+
+        // The order PostgreSQL asks in, recovering from segment 1 towards timeline 2.
+        let order = [
+            "00000002.history".to_owned(),
+            seg(1, 1),
+            seg(1, 2),
+            seg(2, 3),
+            seg(2, 4),
+            seg(2, 5),
+            seg(2, 6),
+        ];
+        let gen_dir = pipeline.generation();
+        for (i, name) in order.iter().enumerate() {
+            // Nothing off the path is ever fetched, nor anything replay is past.
+            for held in published(&gen_dir) {
+                assert!(order[i..].contains(&held), "{held} published before {name}");
+            }
+            let content = pipeline.take(name);
+            if name.ends_with(".history") {
+                assert_eq!(content, history.as_bytes(), "{name}");
+            } else {
+                let page_tli = if name.starts_with("00000001") || *name == seg(2, 3) {
+                    1
+                } else {
+                    2
+                };
+                assert!(
+                    content == segment(name, page_tli),
+                    "{name} has the wrong content"
+                );
+            }
+        }
+        // Timeline 1's copies of the switch segment and after were never fetched.
+        for name in [seg(1, 3), seg(1, 4), seg(1, 5)] {
+            assert_eq!(
+                pipeline.reader.take(&wal(&name), &pipeline.dest).unwrap(),
+                Taken::Miss,
+                "{name}"
+            );
+        }
+        fs::remove_file(pgdata.path().join("recovery.signal")).unwrap();
+        let report = pipeline.join();
+        assert_eq!(report.planned, 7);
+        assert_eq!(report.published, 7);
+        assert_eq!(report.taken, 7);
+        assert_eq!(report.failed, 0);
+    }
+
+    #[test]
+    fn holds_no_more_than_the_budget_ahead_of_a_slow_replay() {
+        let objects = timeline_1(1..=8);
+        let store = repository(&objects);
+        let pgdata = data_directory();
+        // Four downloads could be in flight, but the budget is three segments.
+        let mut pipeline = Running::start(&store, options(pgdata.path(), &seg(1, 1), 4, 3));
+        let gen_dir = pipeline.generation();
+        let mut most = 0;
+        for (i, (name, _)) in objects.iter().enumerate() {
+            // The pipeline fills the budget ahead of replay...
+            let ahead = (objects.len() - i).min(3);
+            wait_for("the budget to fill", || published(&gen_dir).len() >= ahead);
+            // ...and stays within it while replay is slow (a segment takes the pipeline some
+            // 40 ms here). Only replay removes files, so a listing between two takes never
+            // counts a file twice.
+            std::thread::sleep(Duration::from_millis(150));
+            most = most.max(published(&gen_dir).len());
+            let content = pipeline.take(name);
+            assert!(content == segment(name, 1), "{name} has the wrong content");
+        }
+        assert_eq!(most, 3);
+        fs::remove_file(pgdata.path().join("recovery.signal")).unwrap();
+        let report = pipeline.join();
+        assert_eq!((report.published, report.taken), (8, 8));
+    }
+
+    #[test]
+    fn gives_up_on_a_corrupt_object_and_goes_on() {
+        let mut objects = timeline_1(1..=6);
+        // Segment 3's frame is cut short.
+        let half = objects[2].1.len() / 2;
+        objects[2].1.truncate(half);
+        let store = repository(&objects);
+        let pgdata = data_directory();
+        let mut pipeline = Running::start(&store, options(pgdata.path(), &seg(1, 1), 2, 8));
+        let gen_dir = pipeline.generation();
+        for name in [seg(1, 1), seg(1, 2)] {
+            assert!(pipeline.take(&name) == segment(&name, 1), "{name}");
+        }
+        // Downloads start in order: once segment 4 is published, segment 3 was started.
+        wait_for("segment 4", || published(&gen_dir).contains(&seg(1, 4)));
+        let corrupt = wal(&seg(1, 3));
+        let answer = pipeline
+            .reader
+            .take_waiting(&corrupt, &pipeline.dest, WAIT)
+            .unwrap();
+        assert_eq!(answer, Taken::Miss, "fetch downloads it itself");
+        assert!(!gen_dir.join(seg(1, 3)).exists());
+        assert!(!gen_dir.join(format!("{}.pending", seg(1, 3))).exists());
+        for name in [seg(1, 4), seg(1, 5), seg(1, 6)] {
+            assert!(pipeline.take(&name) == segment(&name, 1), "{name}");
+        }
+        fs::remove_file(pgdata.path().join("recovery.signal")).unwrap();
+        let report = pipeline.join();
+        assert_eq!(report.failed, 1);
+        assert_eq!((report.published, report.taken), (5, 5));
+    }
+
+    #[test]
+    fn discards_files_replay_went_past_and_frees_their_budget() {
+        let objects = timeline_1(1..=8);
+        let store = repository(&objects);
+        let pgdata = data_directory();
+        let mut pipeline = Running::start(&store, options(pgdata.path(), &seg(1, 1), 2, 3));
+        let gen_dir = pipeline.generation();
+        for segno in [1, 2] {
+            pipeline.take(&seg(1, segno));
+        }
+        // Replay needs segment 4 and never asks for 3 (it found it in pg_wal, say).
+        wait_for("segment 3", || published(&gen_dir).contains(&seg(1, 3)));
+        pipeline.take(&seg(1, 4));
+        wait_for("segment 3 to be discarded", || {
+            !gen_dir.join(seg(1, 3)).exists()
+        });
+        assert_eq!(
+            pipeline
+                .reader
+                .take(&wal(&seg(1, 3)), &pipeline.dest)
+                .unwrap(),
+            Taken::Miss
+        );
+        // With segment 3 still counted, segments 5 and 6 would fill the budget and 7 would
+        // never come.
+        for segno in 5..=8 {
+            let name = seg(1, segno);
+            assert!(pipeline.take(&name) == segment(&name, 1), "{name}");
+        }
+        fs::remove_file(pgdata.path().join("recovery.signal")).unwrap();
+        let report = pipeline.join();
+        assert_eq!((report.published, report.taken), (8, 7));
+    }
+
+    #[test]
+    fn stops_when_recovery_ends_and_removes_its_generation() {
+        let objects = timeline_1(1..=12);
+        let store = repository(&objects);
+        let pgdata = data_directory();
+        let mut pipeline = Running::start(&store, options(pgdata.path(), &seg(1, 1), 4, 12));
+        let gen_dir = pipeline.generation();
+        pipeline.take(&seg(1, 1));
+        assert!(gen_dir.is_dir());
+        // Recovery reached its target while the pipeline is still fetching further.
+        fs::remove_file(pgdata.path().join("recovery.signal")).unwrap();
+        let report = pipeline.join();
+        assert_eq!(report.stop, StopReason::RecoveryEnded);
+        assert_eq!(report.taken, 1);
+        assert!(!gen_dir.exists(), "{:?}", published(&gen_dir));
+        let left: Vec<_> = fs::read_dir(pipeline.spool()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            pipeline
+                .reader
+                .take(&wal(&seg(1, 2)), &pipeline.dest)
+                .unwrap(),
+            Taken::NoPipeline
+        );
+    }
+
+    #[test]
+    fn stops_after_the_idle_timeout_without_a_take() {
+        let objects = timeline_1(1..=6);
+        let store = repository(&objects);
+        let pgdata = data_directory();
+        let mut options = options(pgdata.path(), &seg(1, 1), 2, 8);
+        // The clock runs from the start: the first file must be taken within it.
+        let idle = Duration::from_secs(2);
+        options.idle_timeout = idle;
+        let mut pipeline = Running::start(&store, options);
+        let gen_dir = pipeline.generation();
+        // Takes keep it running for longer than the idle timeout...
+        let mut first_take = None;
+        let mut last_take = Instant::now();
+        for (i, (name, _)) in objects.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            assert!(!pipeline.is_finished(), "stopped before {name}");
+            // Before the take: the pipeline notices it only after the rename.
+            last_take = Instant::now();
+            first_take.get_or_insert(last_take);
+            pipeline.take(name);
+        }
+        assert!(first_take.is_some_and(|first| last_take - first > idle));
+        // ...and it stops once nothing is taken for that long.
+        let report = pipeline.join();
+        let stopped = Instant::now();
+        assert_eq!(report.stop, StopReason::Idle);
+        assert_eq!(report.taken, 6);
+        assert!(stopped - last_take >= idle, "{:?}", stopped - last_take);
+        assert!(!gen_dir.exists());
+    }
+}
