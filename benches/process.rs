@@ -3,12 +3,17 @@
 //! runs `archive_command` and `restore_command`. The segment is the committed pgbench fixture
 //! (16 MiB); push includes reading, checking, compressing (level 3) and a durable, create-only
 //! write (fsync of file and directory); fetch includes reading, decompressing, verifying and an
-//! atomic write of `%p`.
+//! atomic write of `%p`. `fetch/spooled` is a fetch the WAL prefetch pipeline has already
+//! served: the segment waits, verified, in the spool of a live pipeline (held by this process),
+//! and fetch moves it to `%p` with a rename, without reading its configuration or the
+//! repository.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use walferry_engine::spool::SpoolWriter;
+use walferry_wal::WalFileName;
 
 const ARCHIVE: &str = env!("CARGO_BIN_EXE_walferry-archive");
 const RESTORE: &str = env!("CARGO_BIN_EXE_walferry-restore");
@@ -70,6 +75,49 @@ fn processes(c: &mut Criterion) {
     group.bench_function("fetch/segment", |b| {
         b.iter(|| run(RESTORE, &["fetch", SEGMENT, dest_str], &archived))
     });
+
+    // A data directory whose pg_wal holds a live spool, as the pipeline leaves it.
+    let pgdata = work.path().join("pgdata");
+    let pg_wal = pgdata.join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).expect("create pg_wal");
+    let mut writer = SpoolWriter::create(&pg_wal).expect("create the spool");
+    let name = WalFileName::parse(SEGMENT).expect("a segment name");
+    let content = std::fs::read(&fixture).expect("read the fixture");
+    let spooled_dest = pg_wal.join("RECOVERYXLOG");
+    let spooled_dest_str = spooled_dest.to_str().expect("utf-8 path");
+    let pgdata_str = pgdata.to_str().expect("utf-8 path");
+    let published = std::cell::Cell::new(false);
+    group.bench_function("fetch/spooled", |b| {
+        b.iter_batched(
+            || {
+                // The previous fetch took its file: a direct fetch would have left it there.
+                if published.get() {
+                    assert!(
+                        writer.taken(&name).expect("check the spool"),
+                        "fetch did not take the spooled segment"
+                    );
+                }
+                // PostgreSQL has renamed the previous file away before it asks for the next.
+                let _ = std::fs::remove_file(&spooled_dest);
+                let tmp = writer.path_for_tmp(&name);
+                std::fs::write(&tmp, &content).expect("write into the spool");
+                writer.publish(&name, &tmp).expect("publish");
+                published.set(true);
+            },
+            |()| {
+                run(
+                    RESTORE,
+                    &["fetch", SEGMENT, spooled_dest_str, "--pgdata", pgdata_str],
+                    &archived,
+                );
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    assert!(
+        writer.taken(&name).expect("check the spool"),
+        "fetch did not take the spooled segment"
+    );
     group.finish();
 }
 
