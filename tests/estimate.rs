@@ -166,6 +166,8 @@ fn estimate_reports_plan_bytes_probe_and_replay_rate() {
         seconds,
         stalls,
         cores: 2,
+        startup_seconds: None,
+        end_seconds: None,
     };
     for r in [
         record(now, 4.0, 0),

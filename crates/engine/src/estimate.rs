@@ -27,8 +27,9 @@
 //!    replays on one thread, so the WAL's original bytes go at the slowest of replay, the
 //!    network (fetch throughput × the WAL's compression ratio) and decompression (per-core rate
 //!    × `min(jobs, cores - 1)`, at least one core: replay keeps one core busy).
-//! 3. `startup`: a fixed [`STARTUP_SECONDS`] for PostgreSQL's start-up and its end-of-recovery
-//!    checkpoint.
+//! 3. `startup`: PostgreSQL's start-up (until the pipeline serves its first segment) and the
+//!    end of recovery (the last segment and the end-of-recovery checkpoint), as the replay
+//!    records measured them, or a fixed [`STARTUP_SECONDS`] when none did.
 //!
 //! The total is their sum, with a range of −20 %/+30 % around it when the replay rate was
 //! recorded, −30 %/+50 % when it is the default ([`range_factors`]).
@@ -216,6 +217,10 @@ pub struct Replay {
     pub source: ReplaySource,
     /// The records it was computed from.
     pub records: usize,
+    /// What those records spent outside replaying the segments they took (the server's
+    /// start-up before the first, the end of recovery after the last), averaged over those
+    /// that measured it; `None` when none did.
+    pub overhead_seconds: Option<f64>,
 }
 
 /// Where the replay rate comes from.
@@ -237,6 +242,7 @@ pub struct Assumptions {
     pub cores: usize,
     /// [`DEFAULT_DISK_WRITE_BYTES_PER_SECOND`].
     pub disk_write_bytes_per_second: f64,
+    /// PostgreSQL's start-up and end of recovery: the replay records' figure, else
     /// [`STARTUP_SECONDS`].
     pub startup_seconds: f64,
     /// The factors the range applies to the total: `[low, high]`.
@@ -464,12 +470,20 @@ pub fn replay_rate(records: &[ReplayRecord]) -> Replay {
             bytes_per_second: DEFAULT_REPLAY_BYTES_PER_SECOND,
             source: ReplaySource::Default,
             records: 0,
+            overhead_seconds: None,
         };
     }
+    let overheads: Vec<f64> = chosen
+        .iter()
+        .filter_map(|r| Some(r.startup_seconds? + r.end_seconds?))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .collect();
     Replay {
         bytes_per_second: bytes / seconds,
         source: ReplaySource::Recorded,
         records: chosen.len(),
+        overhead_seconds: (!overheads.is_empty())
+            .then(|| overheads.iter().sum::<f64>() / overheads.len() as f64),
     }
 }
 
@@ -573,7 +587,7 @@ pub async fn estimate(
         disk_write_bytes_per_second: DEFAULT_DISK_WRITE_BYTES_PER_SECOND,
         jobs,
         cores,
-        startup_seconds: STARTUP_SECONDS,
+        startup_seconds: replay.overhead_seconds.unwrap_or(STARTUP_SECONDS),
     };
     let model = model(&inputs);
     Ok(Estimate {
@@ -606,7 +620,7 @@ pub async fn estimate(
             jobs,
             cores,
             disk_write_bytes_per_second: DEFAULT_DISK_WRITE_BYTES_PER_SECOND,
-            startup_seconds: STARTUP_SECONDS,
+            startup_seconds: inputs.startup_seconds,
             range_factors: range_factors(inputs.replay.source),
         },
         notes,
@@ -805,6 +819,7 @@ mod tests {
             bytes_per_second: 300.0 * MB,
             source: ReplaySource::Default,
             records: 0,
+            overhead_seconds: None,
         }
     }
 
@@ -974,6 +989,8 @@ mod tests {
             seconds,
             stalls,
             cores: 2,
+            startup_seconds: None,
+            end_seconds: None,
         }
     }
 
@@ -997,9 +1014,19 @@ mod tests {
             Replay {
                 bytes_per_second: 200.0,
                 source: ReplaySource::Recorded,
-                records: 2
+                records: 2,
+                overhead_seconds: None,
             }
         );
+
+        // Start-up and end of recovery, from the records that measured both.
+        let mut measured = record(1, 300, 1.0, 0);
+        measured.startup_seconds = Some(0.5);
+        measured.end_seconds = Some(1.0);
+        let mut half = record(2, 100, 1.0, 0);
+        half.startup_seconds = Some(9.0);
+        let r = replay_rate(&[measured, half]);
+        assert_eq!(r.overhead_seconds, Some(1.5));
 
         // Only the newest REPLAY_RECORDS_USED count.
         let mut many: Vec<ReplayRecord> = (0..REPLAY_RECORDS_USED as i64)

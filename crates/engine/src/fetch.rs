@@ -1,13 +1,16 @@
 //! `fetch`: restore one WAL file. PostgreSQL's `restore_command`.
 
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use bytes::Bytes;
 use tracing::debug;
-use walferry_codec as codec;
+use walferry_codec::{self as codec, Decoder};
 use walferry_manifest::{IdentityMismatch, RepoDescriptor, io as repo_io, layout};
 use walferry_store::{ArchiveStore, CancellationToken, Store};
-use walferry_wal::{ExpectedSegment, SegmentHeader, WalFileName};
+use walferry_wal::{ExpectedSegment, LONG_HEADER_LEN, SegmentHeader, WalFileName};
 
 use crate::error::{Error, Result};
 use crate::push::manifest_error;
@@ -27,10 +30,10 @@ pub enum FetchOutcome {
 
 /// Fetches WAL file `name` into `dest`.
 ///
-/// The file is downloaded, decoded and verified (frame checksum; for segments also the size and
-/// the first page header against the repository descriptor) in memory, then written to a
-/// temporary file beside `dest` and renamed over it: `dest` never holds a partial or
-/// unverified file. `NotFound` is answered only when the repository is intact and simply does
+/// The stored object is downloaded, then decoded and verified (frame checksum; for segments
+/// also the size and the first page header against the repository descriptor) as a stream
+/// into a temporary file beside `dest`, which is renamed over `dest` only once all of it is
+/// verified: `dest` never holds a partial or unverified file. `NotFound` is answered only when the repository is intact and simply does
 /// not have the file; a repository without a descriptor is an error, so that a mistyped
 /// repository cannot end a recovery early.
 ///
@@ -73,23 +76,97 @@ pub async fn fetch(
         Err(source) => return Err(store_error("download", &key, store, source)),
     };
 
+    let k = key.to_string();
+    let body: Bytes = object.body;
+    let name = *name;
+    let dest = dest.to_owned();
+    let bytes = blocking(move || {
+        local::write_atomically_with(&dest, |file, path| {
+            decode_into(&name, &k, vec![body], &descriptor, &repo, file, path)
+        })
+    })
+    .await?;
+    Ok(FetchOutcome::Restored { bytes })
+}
+
+/// Decodes the stored object `parts` (consecutive pieces of it) of WAL file `name` into
+/// `file` as a stream, verifying it as it goes (frame checksum and length; a segment's size
+/// and first page header against `descriptor`); returns the original size. `key` and `path`
+/// name the object and the file in errors. The file is not synced.
+pub(crate) fn decode_into(
+    name: &WalFileName,
+    key: &str,
+    parts: Vec<Bytes>,
+    descriptor: &RepoDescriptor,
+    repo: &str,
+    file: &mut File,
+    path: &Path,
+) -> Result<u64> {
     let limit = match name {
         WalFileName::Segment(_) | WalFileName::Partial(_) => descriptor.wal_segment_size.bytes(),
         _ => MAX_OBJECT_BYTES,
     };
-    let k = key.to_string();
-    let body: Bytes = object.body;
-    let data = blocking(move || {
-        codec::decode(&body, limit).map_err(|source| Error::Corrupt { key: k, source })
-    })
-    .await?;
+    let corrupt = |source| Error::Corrupt {
+        key: key.to_owned(),
+        source,
+    };
+    let mut decoder = Decoder::with_limit(Chunks::new(parts), limit).map_err(corrupt)?;
+    let mut buf = vec![0u8; DECODE_BUFFER];
+    let mut first = Vec::with_capacity(LONG_HEADER_LEN);
+    let mut len = 0u64;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(codec::Error::from(e))),
+        };
+        if first.len() < LONG_HEADER_LEN {
+            let want = (LONG_HEADER_LEN - first.len()).min(n);
+            first.extend_from_slice(&buf[..want]);
+        }
+        len += n as u64;
+        file.write_all(&buf[..n]).map_err(|source| Error::LocalIo {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    decoder.finish().map_err(corrupt)?;
+    check_segment(name, &first, len, descriptor, repo)?;
+    Ok(len)
+}
 
-    check_segment(name, &data, data.len() as u64, &descriptor, &repo)?;
+/// The size of the buffer [`decode_into`] writes from.
+const DECODE_BUFFER: usize = 256 << 10;
 
-    let bytes = data.len() as u64;
-    let dest = dest.to_owned();
-    blocking(move || local::write_atomically(&dest, &data)).await?;
-    Ok(FetchOutcome::Restored { bytes })
+/// Reads a sequence of byte buffers as one stream.
+struct Chunks {
+    parts: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn new(parts: Vec<Bytes>) -> Chunks {
+        Chunks {
+            parts: parts.into(),
+        }
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(part) = self.parts.front_mut() {
+            if part.is_empty() {
+                self.parts.pop_front();
+                continue;
+            }
+            let n = part.len().min(buf.len());
+            buf[..n].copy_from_slice(&part[..n]);
+            bytes::Buf::advance(part, n);
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 /// Checks a decoded WAL file against the repository: a segment (or partial segment) must have

@@ -35,8 +35,8 @@
 //! waiting for it downloads it itself and reports any error with PostgreSQL's rules.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
-use walferry_codec::Decoder;
+
 use walferry_manifest::io::{self as repo_io, WalCatalog};
 use walferry_manifest::stats::{ReplayRecord, save_replay_record};
 use walferry_manifest::{RepoDescriptor, Timestamp, layout};
@@ -54,9 +54,9 @@ use walferry_store::{ArchiveStore, CancellationToken, Store};
 use walferry_wal::{SegmentName, TimelineId, WalFileName};
 
 use crate::error::{Error, Result};
-use crate::fetch::check_segment;
-use crate::spool::SpoolWriter;
-use crate::{MAX_OBJECT_BYTES, join_blocking, store_error};
+use crate::fetch::decode_into;
+use crate::spool::{FileMaker, SpoolFile, SpoolWriter};
+use crate::{join_blocking, store_error};
 
 /// Objects larger than this are fetched as concurrent ranges of this size.
 pub const RANGE_BYTES: u64 = 8 << 20;
@@ -149,6 +149,12 @@ pub struct PipelineReport {
     /// Replay as measured from the segments taken: original bytes and seconds from the first
     /// to the last segment taken.
     pub replay: Option<(u64, f64)>,
+    /// Seconds from the server's start to the first segment taken, when both were seen.
+    pub startup_seconds: Option<f64>,
+    /// Seconds from the last segment taken to the server accepting connections after
+    /// recovery ended (replay of the last segment, end-of-recovery checkpoint); measured only
+    /// when recovery ended.
+    pub end_seconds: Option<f64>,
     /// Why it stopped.
     pub stop: StopReason,
 }
@@ -185,12 +191,18 @@ pub async fn run(
     info!(generation = writer.generation(), pgdata = %options.pgdata.display(), "WAL prefetch started");
     let mut control = Control::new(store.clone(), options, writer, watch);
     let result = control.run(cancel).await;
-    let report = control.report(result.as_ref().ok().copied());
+    let mut report = control.report(result.as_ref().ok().copied());
     let writer = control.writer;
     if let Err(e) = join_blocking(tokio::task::spawn_blocking(move || writer.remove())).await? {
         warn!("could not remove the spool: {e}");
     }
     let stop = result?;
+    if stop == StopReason::RecoveryEnded
+        && let Some(last) = control.last_take
+        && let Some(ready) = wait_ready(&options.pgdata, cancel).await
+    {
+        report.end_seconds = Some(ready.saturating_duration_since(last).as_secs_f64());
+    }
     info!(
         planned = report.planned,
         published = report.published,
@@ -219,6 +231,8 @@ impl PipelineReport {
             failed: 0,
             downloaded_bytes: 0,
             replay: None,
+            startup_seconds: None,
+            end_seconds: None,
             stop,
         }
     }
@@ -245,11 +259,62 @@ async fn record_replay(
             .map_or(1, NonZeroUsize::get)
             .try_into()
             .unwrap_or(u32::MAX),
+        startup_seconds: report.startup_seconds,
+        end_seconds: report.end_seconds,
     };
     match save_replay_record(store, &record, cancel).await {
         Ok(()) => debug!(?record, "replay figure recorded"),
         Err(e) => warn!("could not record the replay figure in the repository: {e}"),
     }
+}
+
+/// How long a pipeline whose recovery ended waits for the server to accept connections, to
+/// measure the end of recovery.
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Waits until the postmaster of `pgdata` says it accepts connections (`ready` on the status
+/// line of `postmaster.pid`, as `pg_ctl start -w` reads it); `None` when it stops or does
+/// not say so within [`READY_TIMEOUT`].
+async fn wait_ready(pgdata: &Path, cancel: &CancellationToken) -> Option<Instant> {
+    let pid_file = pgdata.join("postmaster.pid");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline && !cancel.is_cancelled() {
+        // The 8th line is the status.
+        match fs::read_to_string(&pid_file) {
+            Ok(text) => match text.lines().nth(7).map(str::trim) {
+                Some("ready") => return Some(Instant::now()),
+                Some("stopping") => return None,
+                _ => {}
+            },
+            Err(_) => return None,
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    None
+}
+
+/// When the postmaster of `pgdata` started, from its process's start time in `/proc`.
+fn server_started(pgdata: &Path) -> Option<Instant> {
+    let pid_file = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let pid: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The 22nd field (start time, in clock ticks since boot), the 20th after the command.
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    let age = uptime - ticks as f64 / hz as f64;
+    Instant::now().checked_sub(Duration::try_from_secs_f64(age).ok()?)
 }
 
 /// Watches the data directory for the end of recovery.
@@ -260,6 +325,8 @@ struct Watch {
     idle_timeout: Duration,
     saw_signal: bool,
     saw_postmaster: bool,
+    /// When the server started, once seen.
+    server_started: Option<Instant>,
     last_activity: Instant,
     last_check: Instant,
 }
@@ -273,6 +340,7 @@ impl Watch {
             idle_timeout: options.idle_timeout,
             saw_signal: false,
             saw_postmaster: false,
+            server_started: None,
             last_activity: now,
             last_check: now - CHECK_EVERY,
         }
@@ -303,6 +371,9 @@ impl Watch {
         }
         let postmaster = self.pgdata.join("postmaster.pid").exists();
         if postmaster {
+            if !self.saw_postmaster {
+                self.server_started = server_started(&self.pgdata);
+            }
             self.saw_postmaster = true;
         } else if self.saw_postmaster {
             return Some(StopReason::ServerStopped);
@@ -330,10 +401,11 @@ struct Item {
     segment: bool,
 }
 
-/// A finished download, decoded into a temporary file in the spool.
+/// A finished download, decoded into a file of the spool not yet published.
 #[derive(Debug)]
 struct Fetched {
     index: usize,
+    file: SpoolFile,
     downloaded: u64,
 }
 
@@ -367,7 +439,12 @@ struct Control {
     failed: u64,
     downloaded: u64,
     last_sweep: Instant,
+    /// Cancels the downloads when the pipeline stops.
+    stop: CancellationToken,
 }
+
+/// How long a stopping pipeline waits for its downloads to end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many times a download that failed (after the store's own retries) is started again.
 const MAX_ATTEMPTS: u32 = 3;
@@ -406,6 +483,7 @@ impl Control {
             failed: 0,
             downloaded: 0,
             last_sweep: Instant::now(),
+            stop: CancellationToken::new(),
         }
     }
 
@@ -426,6 +504,13 @@ impl Control {
             failed: self.failed,
             downloaded_bytes: self.downloaded,
             replay,
+            startup_seconds: self
+                .watch
+                .server_started
+                .zip(self.first_take)
+                .filter(|(started, first)| started <= first)
+                .map(|(started, first)| first.duration_since(started).as_secs_f64()),
+            end_seconds: None,
             stop: stop.unwrap_or(StopReason::Cancelled),
         }
     }
@@ -472,13 +557,34 @@ impl Control {
                     self.finish_download(index, result)?;
                 }
                 () = tokio::time::sleep(TICK) => {}
-                () = cancel.cancelled() => return Ok(StopReason::Cancelled),
+                () = cancel.cancelled() => {
+                    self.drain(&mut tasks).await;
+                    return Ok(StopReason::Cancelled);
+                }
             }
             self.notice_taken()?;
             if let Some(stop) = self.watch.check() {
-                tasks.abort_all();
+                self.drain(&mut tasks).await;
                 return Ok(stop);
             }
+        }
+    }
+
+    /// Cancels the downloads in flight and waits (a little) for them to end, so that no
+    /// decode is still writing into the generation when it is removed.
+    async fn drain(&mut self, tasks: &mut JoinSet<(usize, Result<Fetched>)>) {
+        self.stop.cancel();
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok((_, Ok(fetched))) = joined {
+                    fetched.file.discard();
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("downloads did not stop within {DRAIN_TIMEOUT:?}; leaving them");
+            tasks.abort_all();
         }
     }
 
@@ -510,12 +616,17 @@ impl Control {
             let store = self.store.clone();
             let descriptor = self.descriptor.clone();
             let decoders = self.decoders.clone();
-            let tmp = self.writer.path_for_tmp(&item.name);
+            let files = self.writer.file_maker();
+            let stop = self.stop.clone();
             tasks.spawn(async move {
-                let result = download(&store, &item, &descriptor, &decoders, tmp).await;
+                let result = download(&store, &item, &descriptor, &decoders, files, &stop).await;
                 (
                     index,
-                    result.map(|downloaded| Fetched { index, downloaded }),
+                    result.map(|(file, downloaded)| Fetched {
+                        index,
+                        file,
+                        downloaded,
+                    }),
                 )
             });
         }
@@ -529,8 +640,7 @@ impl Control {
         }
         match result {
             Ok(fetched) => {
-                let tmp = self.writer.path_for_tmp(&item.name);
-                self.writer.publish(&item.name, &tmp)?;
+                self.writer.publish_file(&item.name, fetched.file)?;
                 self.downloaded += fetched.downloaded;
                 self.published += 1;
                 if item.segment {
@@ -550,7 +660,6 @@ impl Control {
                 let retry = *attempt < MAX_ATTEMPTS
                     && matches!(e.kind(), crate::ErrorKind::Storage)
                     && self.max_taken.is_none_or(|max| max < index);
-                let _ = fs::remove_file(self.writer.path_for_tmp(&item.name));
                 if retry {
                     warn!(file = %item.name, attempt = *attempt, "prefetch failed, trying again: {e}");
                     self.retry.push_back(index);
@@ -615,32 +724,33 @@ impl Control {
     }
 }
 
-/// Downloads `item`, decodes and verifies it into `tmp`; returns the stored bytes downloaded.
+/// Downloads `item`, decodes and verifies it into a new file of the spool, synced; returns
+/// the file and the stored bytes downloaded.
 async fn download(
     store: &Store,
     item: &Item,
     descriptor: &Arc<RepoDescriptor>,
     decoders: &Semaphore,
-    tmp: PathBuf,
-) -> Result<u64> {
+    files: FileMaker,
+    cancel: &CancellationToken,
+) -> Result<(SpoolFile, u64)> {
     let key = layout::wal_key(&item.name);
-    let cancel = CancellationToken::new();
     let parts = if item.stored > RANGE_BYTES {
         let ranges = (0..item.stored)
             .step_by(usize::try_from(RANGE_BYTES).unwrap_or(usize::MAX))
             .map(|start| start..(start + RANGE_BYTES).min(item.stored));
-        let gets = ranges.map(|range| store.get(&key, Some(range), &cancel));
+        let gets = ranges.map(|range| store.get(&key, Some(range), cancel));
         let got = futures::future::try_join_all(gets)
             .await
             .map_err(|e| store_error("download", &key, store, e))?;
         // The object may have changed size since the listing; fetch it whole then.
         if got.iter().any(|g| g.object_size != item.stored) {
-            vec![whole(store, &key, &cancel).await?]
+            vec![whole(store, &key, cancel).await?]
         } else {
             got.into_iter().map(|g| g.body).collect()
         }
     } else {
-        vec![whole(store, &key, &cancel).await?]
+        vec![whole(store, &key, cancel).await?]
     };
     let downloaded = parts.iter().map(|p| p.len() as u64).sum();
     let _permit = decoders.acquire().await.map_err(|_| Error::Internal {
@@ -650,11 +760,40 @@ async fn download(
     let descriptor = descriptor.clone();
     let repo = store.location().to_owned();
     let k = key.to_string();
-    join_blocking(tokio::task::spawn_blocking(move || {
-        decode_to_file(&name, &k, parts, &descriptor, &repo, &tmp)
+    let file = join_blocking(tokio::task::spawn_blocking(move || {
+        let mut spool_file = files.create(&name)?;
+        let path = PathBuf::from(format!("{}/{name}", crate::spool::SPOOL_DIR));
+        let written = decode_into(
+            &name,
+            &k,
+            parts,
+            &descriptor,
+            &repo,
+            spool_file.file(),
+            &path,
+        )
+        // PostgreSQL syncs every file restore_command gives it before using it; synced
+        // here, off replay's path, that costs it little.
+        .and_then(|_| {
+            spool_file
+                .file()
+                .sync_all()
+                .map_err(|source| Error::LocalIo {
+                    action: "sync",
+                    path: path.clone(),
+                    source,
+                })
+        });
+        match written {
+            Ok(()) => Ok(spool_file),
+            Err(e) => {
+                spool_file.discard();
+                Err(e)
+            }
+        }
     }))
     .await??;
-    Ok(downloaded)
+    Ok((file, downloaded))
 }
 
 async fn whole(
@@ -667,84 +806,6 @@ async fn whole(
         .await
         .map(|g| g.body)
         .map_err(|e| store_error("download", key, store, e))
-}
-
-/// Decodes the object in `parts` into a new file at `tmp`, checking it as fetch does.
-fn decode_to_file(
-    name: &WalFileName,
-    key: &str,
-    parts: Vec<Bytes>,
-    descriptor: &RepoDescriptor,
-    repo: &str,
-    tmp: &Path,
-) -> Result<()> {
-    let limit = match name {
-        WalFileName::Segment(_) | WalFileName::Partial(_) => descriptor.wal_segment_size.bytes(),
-        _ => MAX_OBJECT_BYTES,
-    };
-    let corrupt = |source| Error::Corrupt {
-        key: key.to_owned(),
-        source,
-    };
-    let local = |action, source| Error::LocalIo {
-        action,
-        path: tmp.to_owned(),
-        source,
-    };
-    let mut decoder = Decoder::with_limit(Chunks::new(parts), limit).map_err(corrupt)?;
-    let mut file = File::create(tmp).map_err(|e| local("create", e))?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut first = Vec::with_capacity(walferry_wal::LONG_HEADER_LEN);
-    let mut len = 0u64;
-    loop {
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(corrupt(walferry_codec::Error::from(e))),
-        };
-        if first.len() < walferry_wal::LONG_HEADER_LEN {
-            let want = (walferry_wal::LONG_HEADER_LEN - first.len()).min(n);
-            first.extend_from_slice(&buf[..want]);
-        }
-        len += n as u64;
-        file.write_all(&buf[..n]).map_err(|e| local("write", e))?;
-    }
-    decoder.finish().map_err(corrupt)?;
-    check_segment(name, &first, len, descriptor, repo)?;
-    // PostgreSQL syncs every file restore_command gives it before using it; synced here, off
-    // replay's path, that costs it little.
-    file.sync_all().map_err(|e| local("sync", e))?;
-    Ok(())
-}
-
-/// Reads a sequence of byte buffers as one stream.
-struct Chunks {
-    parts: VecDeque<Bytes>,
-}
-
-impl Chunks {
-    fn new(parts: Vec<Bytes>) -> Chunks {
-        Chunks {
-            parts: parts.into(),
-        }
-    }
-}
-
-impl Read for Chunks {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(part) = self.parts.front_mut() {
-            if part.is_empty() {
-                self.parts.pop_front();
-                continue;
-            }
-            let n = part.len().min(buf.len());
-            buf[..n].copy_from_slice(&part[..n]);
-            bytes::Buf::advance(part, n);
-            return Ok(n);
-        }
-        Ok(0)
-    }
 }
 
 /// The number of decodes at once: replay needs a core of its own, and one core decodes faster
@@ -1191,7 +1252,7 @@ mod tests {
             .unwrap();
         assert_eq!(answer, Taken::Miss, "fetch downloads it itself");
         assert!(!gen_dir.join(seg(1, 3)).exists());
-        assert!(!gen_dir.join(format!("{}.pending", seg(1, 3))).exists());
+        assert!(fs::symlink_metadata(gen_dir.join(format!("{}.pending", seg(1, 3)))).is_err());
         for name in [seg(1, 4), seg(1, 5), seg(1, 6)] {
             assert!(pipeline.take(&name) == segment(&name, 1), "{name}");
         }

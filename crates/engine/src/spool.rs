@@ -10,9 +10,18 @@
 //!     3f9c0a1b2c3d4e5f/                 the generation of the running pipeline
 //!         lock                          locked (exclusive) while the pipeline runs
 //!         000000010000000000000003      published: complete, verified, ready to be taken
-//!         000000010000000000000004.tmp  being written; never served
+//!         000000010000000000000004.pending -> pending
+//!                                       a symbolic link: the pipeline is fetching this file
 //!     0a1b2c3d4e5f6071/                 stale: its pipeline died; the next one removes it
 //! ```
+//!
+//! A file being written has no name at all (`O_TMPFILE`) until it is published: its name is
+//! linked to it only once it is complete and verified. (On a filesystem without `O_TMPFILE`
+//! it is written as `<name>.tmp` and renamed.) The pending marks are symbolic links, and
+//! nothing else in a generation is created and removed while PostgreSQL may be walking the
+//! data directory: PostgreSQL fsyncs every regular file of a data directory restored from a
+//! backup when it starts, and logs each file that vanishes between its listing and its open;
+//! symbolic links it skips.
 //!
 //! A generation is named by 16 lowercase hex digits, chosen at random by the pipeline that
 //! creates it. `current` holds that name and a newline.
@@ -55,9 +64,12 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
 use tracing::{debug, warn};
 use walferry_wal::WalFileName;
 
@@ -78,8 +90,80 @@ const GENERATION_LEN: usize = 16;
 /// The marker a pipeline keeps beside a file it is fetching: `<name>.pending`.
 const PENDING_SUFFIX: &str = ".pending";
 
+/// Where a pending mark points; the target never exists.
+const PENDING_TARGET: &str = "pending";
+
 /// The file whose age tells whether a pipeline was started recently.
 const STARTED: &str = "started";
+
+/// Creates the files a [`SpoolWriter`] publishes; cheap to clone and to send to the threads
+/// that write them.
+#[derive(Debug, Clone)]
+pub struct FileMaker {
+    gen_dir: PathBuf,
+}
+
+impl FileMaker {
+    /// A new file to write `name` into, nameless until [`SpoolWriter::publish_file`] links it
+    /// into the generation.
+    pub fn create(&self, name: &WalFileName) -> Result<SpoolFile> {
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        match rustix::fs::open(&self.gen_dir, flags, Mode::RUSR | Mode::WUSR) {
+            Ok(fd) => {
+                return Ok(SpoolFile {
+                    file: File::from(fd),
+                    tmp: None,
+                });
+            }
+            // Filesystems without O_TMPFILE say so in one of these ways.
+            Err(e) if e == Errno::OPNOTSUPP || e == Errno::ISDIR || e == Errno::INVAL => {}
+            Err(e) => {
+                return Err(Error::LocalIo {
+                    action: "create a file in",
+                    path: self.gen_dir.clone(),
+                    source: e.into(),
+                });
+            }
+        }
+        let tmp = tmp_path(&self.gen_dir, name);
+        let file = File::create(&tmp).map_err(|source| Error::LocalIo {
+            action: "create",
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(SpoolFile {
+            file,
+            tmp: Some(tmp),
+        })
+    }
+}
+
+/// Where `name` is written before it is published, on a filesystem without `O_TMPFILE`.
+fn tmp_path(gen_dir: &Path, name: &WalFileName) -> PathBuf {
+    gen_dir.join(format!("{name}.tmp"))
+}
+
+/// A file the pipeline is writing for the spool; see [`FileMaker::create`].
+#[derive(Debug)]
+pub struct SpoolFile {
+    file: File,
+    /// Its temporary name, on a filesystem without `O_TMPFILE`.
+    tmp: Option<PathBuf>,
+}
+
+impl SpoolFile {
+    /// The open file, to write into.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Removes what was written, when the file will not be published.
+    pub fn discard(self) {
+        if let Some(tmp) = self.tmp {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
 
 /// What [`SpoolReader::take`] did. Only `Served` touched the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,7 +521,7 @@ impl SpoolWriter {
     /// Where to write `name` before publishing it: inside the generation, under a name that is
     /// never served.
     pub fn path_for_tmp(&self, name: &WalFileName) -> PathBuf {
-        self.gen_dir.join(format!("{name}.tmp"))
+        tmp_path(&self.gen_dir, name)
     }
 
     /// Makes the complete, verified file at `tmp` available as `name`, replacing an earlier
@@ -463,16 +547,62 @@ impl SpoolWriter {
     }
 
     /// Marks `name` as being fetched, so that a fetch asking for it waits for it
-    /// ([`Taken::Pending`]) rather than downloading it a second time.
+    /// ([`Taken::Pending`]) rather than downloading it a second time. The mark is a symbolic
+    /// link (see the [module docs](self)); marking twice is fine.
     pub fn mark_pending(&self, name: &WalFileName) -> Result<()> {
         let path = self.pending_path(name);
-        File::create(&path)
-            .map(drop)
-            .map_err(|source| Error::LocalIo {
+        match std::os::unix::fs::symlink(PENDING_TARGET, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(Error::LocalIo {
                 action: "create",
                 path,
                 source,
-            })
+            }),
+        }
+    }
+
+    /// What creates files to publish into this generation, for the threads that write them.
+    pub fn file_maker(&self) -> FileMaker {
+        FileMaker {
+            gen_dir: self.gen_dir.clone(),
+        }
+    }
+
+    /// Makes the complete, verified `file` (from [`file_maker`](SpoolWriter::file_maker))
+    /// available as `name`, like [`publish`](SpoolWriter::publish): a reader sees no file or
+    /// the whole file.
+    pub fn publish_file(&mut self, name: &WalFileName, file: SpoolFile) -> Result<()> {
+        let SpoolFile { file, tmp } = file;
+        if let Some(tmp) = tmp {
+            drop(file);
+            return self.publish(name, &tmp);
+        }
+        let dest = self.gen_dir.join(name.to_string());
+        let io_err = |action, source| Error::LocalIo {
+            action,
+            path: dest.clone(),
+            source,
+        };
+        let bytes = file.metadata().map_err(|e| io_err("stat", e))?.len();
+        // An open file without a name is linked through its /proc entry.
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let link = || rustix::fs::linkat(CWD, &proc_path, CWD, &dest, AtFlags::SYMLINK_FOLLOW);
+        match link() {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                remove_if_present(&dest)?;
+                link().map_err(|e| io_err("publish to the spool", e.into()))?;
+            }
+            Err(e) => return Err(io_err("publish to the spool", e.into())),
+        }
+        drop(file);
+        self.unmark_pending(name)?;
+        if let Some(Published::Held(old)) = self.files.insert(*name, Published::Held(bytes)) {
+            self.bytes_held -= old;
+        }
+        self.bytes_held += bytes;
+        Ok(())
     }
 
     /// Removes the mark of [`mark_pending`](SpoolWriter::mark_pending): the pipeline gave up
@@ -1085,7 +1215,7 @@ mod tests {
         assert_eq!(waited, Taken::Served);
         assert_eq!(fs::read(&dest).unwrap(), b"segment three");
         let writer = publisher.join().unwrap();
-        assert!(!writer.pending_path(&wal(SEG3)).exists());
+        assert!(fs::symlink_metadata(writer.pending_path(&wal(SEG3))).is_err());
 
         // Given up on: a miss. The pipeline stopping: no pipeline.
         writer.mark_pending(&wal(SEG4)).unwrap();
@@ -1108,6 +1238,52 @@ mod tests {
             Taken::NoPipeline
         );
         stopper.join().unwrap();
+    }
+
+    #[test]
+    fn files_are_nameless_until_published_and_marks_are_links() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let gen_dir = writer.gen_dir.clone();
+        writer.mark_pending(&wal(SEG3)).unwrap();
+        writer.mark_pending(&wal(SEG3)).unwrap();
+        let mark = fs::symlink_metadata(writer.pending_path(&wal(SEG3))).unwrap();
+        assert!(mark.file_type().is_symlink());
+
+        let mut file = writer.file_maker().create(&wal(SEG3)).unwrap();
+        file.file().write_all(b"segment three").unwrap();
+        // Being written, it has no name: only the lock and the mark are in the generation.
+        let names = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(&gen_dir),
+            [format!("{SEG3}.pending"), LOCK.to_owned()]
+        );
+        writer.publish_file(&wal(SEG3), file).unwrap();
+        assert_eq!(names(&gen_dir), [SEG3.to_owned(), LOCK.to_owned()]);
+        assert_eq!(writer.bytes_held().unwrap(), 13);
+
+        // Published again (a retry): replaced.
+        let mut again = writer.file_maker().create(&wal(SEG3)).unwrap();
+        again.file().write_all(b"three").unwrap();
+        writer.publish_file(&wal(SEG3), again).unwrap();
+        assert_eq!(writer.bytes_held().unwrap(), 5);
+
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let reader = SpoolReader::new(pg_wal.path());
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert_eq!(fs::read(&dest).unwrap(), b"three");
+
+        // A file not published leaves nothing behind.
+        let unused = writer.file_maker().create(&wal(SEG4)).unwrap();
+        unused.discard();
+        assert_eq!(names(&gen_dir), [LOCK.to_owned()]);
     }
 
     #[test]

@@ -23,9 +23,14 @@
 //!   "segments": 128,
 //!   "seconds": 7.42,
 //!   "stalls": 0,
-//!   "cores": 2
+//!   "cores": 2,
+//!   "startup_seconds": 0.41,
+//!   "end_seconds": 0.62
 //! }
 //! ```
+//!
+//! `startup_seconds` and `end_seconds` (what recovery spends outside replaying the segments
+//! it takes) are absent from records that did not measure them.
 //!
 //! Unknown fields are ignored, so later versions can add some. Nothing else in the repository
 //! depends on these objects: the catalog, `info` and `verify` read only `wal/`, `backups/` and
@@ -42,6 +47,8 @@
 //!     seconds: 7.42,
 //!     stalls: 0,
 //!     cores: 2,
+//!     startup_seconds: Some(0.41),
+//!     end_seconds: Some(0.62),
 //! };
 //! let key = replay_record_key(&record);
 //! assert!(key.as_str().starts_with("stats/replay/20261125T050000.250000Z-"));
@@ -86,6 +93,16 @@ pub struct ReplayRecord {
     pub stalls: u64,
     /// The available parallelism of the restoring machine.
     pub cores: u32,
+    /// Seconds from the server's start to the first segment taken: PostgreSQL's start-up,
+    /// the files fetched before it (the backup's first segment, history files). Absent when
+    /// not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_seconds: Option<f64>,
+    /// Seconds from the last segment taken to the end of recovery: replaying that segment and
+    /// the end-of-recovery checkpoint. Absent when not measured (the server stopped or the
+    /// pipeline was stopped before recovery ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_seconds: Option<f64>,
 }
 
 impl ReplayRecord {
@@ -222,6 +239,8 @@ mod tests {
             seconds,
             stalls,
             cores: 2,
+            startup_seconds: None,
+            end_seconds: None,
         }
     }
 
