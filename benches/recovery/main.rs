@@ -22,7 +22,7 @@
 //! 2. The backup is restored once (`walferry-restore restore --prefetch false`) into a base
 //!    directory every recovery starts from, so that every mode recovers from identical files.
 //! 3. One warm-up recovery through walferry records its replay figures in the repository (what
-//!    `estimate` reads), then `WALFERRY_BENCH_ROUNDS` rounds (default 3) recover once in every
+//!    `estimate` reads), then `WALFERRY_BENCH_ROUNDS` rounds (default 5) recover once in every
 //!    mode, interleaved: copy the base, configure recovery (same target, `hot_standby = off`),
 //!    `sync` and drop the page cache, start the server, and time until it is promoted and a
 //!    write commits. The startup process's title (`recovering <segment>`) is sampled every
@@ -37,9 +37,11 @@
 //! (default `target/bench-recovery`).
 //!
 //! Settings: `WALFERRY_BENCH_WAL_MIB` (default 2048), `WALFERRY_BENCH_SCALE` (pgbench scale,
-//! default 50), `WALFERRY_BENCH_ROUNDS` (3), `WALFERRY_BENCH_MODES` (a comma-separated subset of
+//! default 50), `WALFERRY_BENCH_ROUNDS` (5), `WALFERRY_BENCH_MODES` (a comma-separated subset of
 //! the mode names), `WALFERRY_BENCH_VENV` (the virtualenv for the chart, default
-//! `/opt/walferry/bench-venv`), `WALFERRY_KEEP_TEST_DIRS=1` keeps the work directory.
+//! `/opt/walferry/bench-venv`), `WALFERRY_KEEP_TEST_DIRS=1` keeps the work directory. Variables
+//! `WALFERRY_PREFETCH_*` are passed on to the recovering servers, whose `fetch` starts the
+//! pipeline with them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,7 +96,7 @@ impl Settings {
         Settings {
             wal_mib: env_or("WALFERRY_BENCH_WAL_MIB", 2048),
             scale: env_or("WALFERRY_BENCH_SCALE", 50),
-            rounds: env_or("WALFERRY_BENCH_ROUNDS", 3usize).max(1),
+            rounds: env_or("WALFERRY_BENCH_ROUNDS", 5usize).max(1),
             modes: std::env::var("WALFERRY_BENCH_MODES")
                 .ok()
                 .filter(|v| !v.is_empty())

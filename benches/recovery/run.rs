@@ -29,6 +29,12 @@ pub enum Source {
     /// Every segment already in `pg_wal`; no `restore_command` (standby mode, so that
     /// PostgreSQL reads `pg_wal` without asking an archive first).
     Local,
+    /// Every segment already in `pg_wal`, in archive recovery with `restore_command =
+    /// 'false'`: what PostgreSQL pays per segment for asking an archive that answers at once.
+    LocalFalse,
+    /// `restore_command = 'mv <spool>/%f %p'` from decompressed segments placed beside the
+    /// data directory: the least any `restore_command` that renames can cost.
+    Rename,
     /// `walferry-restore fetch` from the S3 server.
     Walferry { cloud: bool },
     /// pgBackRest's asynchronous `archive-get`.
@@ -42,9 +48,12 @@ pub struct Mode {
 }
 
 impl Mode {
+    /// The modes run by default.
     pub fn all() -> Vec<Mode> {
         [
             Source::Local,
+            Source::LocalFalse,
+            Source::Rename,
             Source::Walferry { cloud: false },
             Source::Walferry { cloud: true },
             Source::PgBackRest { repo: Repo::Posix },
@@ -68,6 +77,8 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self.source {
             Source::Local => "local-limit",
+            Source::LocalFalse => "local-false",
+            Source::Rename => "rename",
             Source::Walferry { cloud: false } => "walferry-s3",
             Source::Walferry { cloud: true } => "walferry-s3-cloud",
             Source::PgBackRest { repo: Repo::Posix } => "pgbackrest-posix",
@@ -83,6 +94,8 @@ impl Mode {
     pub fn describe(&self) -> &'static str {
         match self.source {
             Source::Local => "every segment pre-placed in pg_wal (the local limit)",
+            Source::LocalFalse => "pre-placed in pg_wal, restore_command = 'false'",
+            Source::Rename => "restore_command = 'mv spool/%f %p', decompressed, same filesystem",
             Source::Walferry { cloud: false } => "walferry fetch, S3 server on loopback",
             Source::Walferry { cloud: true } => {
                 "walferry fetch, S3 server with 20 ms / 400 Mbit per connection"
@@ -179,17 +192,22 @@ pub fn recover(bench: &Bench, mode: &Mode, round: usize, extra: Extra) -> RunRes
     let memory_log = run_dir.join("fetch-memory.txt");
     let restore_command = match mode.source {
         Source::Local => {
-            let mut cp = Command::new("cp");
-            cp.arg("-a");
-            for entry in fs::read_dir(&bench.wal_cache).unwrap() {
-                cp.arg(entry.unwrap().path());
-            }
-            cp.arg(pgdata.join("pg_wal"));
-            run(&mut cp, "copy the WAL into pg_wal");
+            copy_wal(&bench.wal_cache, &pgdata.join("pg_wal"));
             fs::remove_file(pgdata.join("recovery.signal")).unwrap();
             fs::write(pgdata.join("standby.signal"), "").unwrap();
             pg::chown_to_cluster_user(&pgdata.join("standby.signal")).unwrap();
             String::new()
+        }
+        Source::LocalFalse => {
+            copy_wal(&bench.wal_cache, &pgdata.join("pg_wal"));
+            "false".to_owned()
+        }
+        Source::Rename => {
+            let spool = run_dir.join("spool");
+            fs::create_dir(&spool).unwrap();
+            copy_wal(&bench.wal_cache, &spool);
+            pg::chown_to_cluster_user(&spool).unwrap();
+            format!("mv {}/%f %p", spool.display())
         }
         Source::Walferry { cloud } => {
             let config = if cloud {
@@ -223,9 +241,16 @@ pub fn recover(bench: &Bench, mode: &Mode, round: usize, extra: Extra) -> RunRes
 
     let mut conf = server_conf();
     conf.push("hot_standby = off".into());
+    let mut env = vec![("PATH".into(), server_path())];
+    // The pipeline's settings, for experiments: passed on to the server, whose fetch starts it.
+    for (key, value) in std::env::vars() {
+        if key.starts_with("WALFERRY_PREFETCH") {
+            env.push((key, value));
+        }
+    }
     let opts = ClusterOptions {
         extra_conf: conf,
-        env: vec![("PATH".into(), server_path())],
+        env,
         ..ClusterOptions::default()
     };
     let mut cluster = Cluster::from_existing(&pgdata, &opts).expect("adopt the copy");
@@ -310,6 +335,17 @@ pub fn recover(bench: &Bench, mode: &Mode, round: usize, extra: Extra) -> RunRes
         estimate,
         load_before,
     }
+}
+
+/// Copies every segment of the WAL cache into `dir`.
+fn copy_wal(cache: &Path, dir: &Path) {
+    let mut cp = Command::new("cp");
+    cp.arg("-a");
+    for entry in fs::read_dir(cache).unwrap() {
+        cp.arg(entry.unwrap().path());
+    }
+    cp.arg(dir);
+    run(&mut cp, "copy the WAL");
 }
 
 /// `walferry-restore estimate` for the bench's target, against the plain or the cloud server.

@@ -63,6 +63,16 @@ pub struct PrefetchArgs {
     #[arg(long, env = "WALFERRY_PREFETCH_BUDGET", value_name = "MIB")]
     pub budget: Option<u64>,
 
+    /// Lower the pipeline's CPU priority by this much (nice), so that PostgreSQL's replay wins
+    /// a busy core; it works ahead of replay, so it can afford to wait
+    #[arg(
+        long,
+        env = "WALFERRY_PREFETCH_NICE",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub nice: i32,
+
     /// Stop after this many seconds without PostgreSQL taking a file
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECONDS)]
     pub idle_timeout: f64,
@@ -172,6 +182,10 @@ pub fn run(repo: &RepoArgs, args: &PrefetchArgs) -> Result<(), (Exit, anyhow::Er
         // Out of PostgreSQL's process group: a signal meant for the startup process and its
         // restore_command is not meant for the pipeline, which stops by itself.
         let _ = rustix::process::setsid();
+    }
+    if args.nice != 0 {
+        // Best effort: without it the pipeline only competes harder with replay.
+        let _ = rustix::process::nice(args.nice);
     }
     let options = args.options().map_err(usage)?;
     let config = repo.resolve(RetryConfig::RESTORE).map_err(usage)?;

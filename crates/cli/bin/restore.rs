@@ -248,11 +248,24 @@ fn fetch_main(global: &GlobalArgs, args: FetchArgs) -> ExitCode {
             Taken::Pending | Taken::Miss => {}
         }
     }
+    // The first fetch of a recovery starts the pipeline before fetching its own file, so that
+    // the pipeline's start overlaps it. Later ones (a pipeline stopped, or a standby asking
+    // past the end of the archive) start one only once their own file was found, so that
+    // polling the end of the archive does not start a pipeline at every request.
+    let mut started = false;
+    if let Some(WalFileName::Segment(segment)) = name
+        && !pipeline_running
+        && args.prefetch
+        && !SpoolReader::new(&pgdata.join("pg_wal")).ever_started()
+    {
+        started = start_prefetch(global, &pgdata, segment);
+    }
     let standby = pgdata.join("standby.signal").exists();
     match fetch(&global.repo, &args, &pgdata) {
         Ok(FetchOutcome::Restored { .. }) => {
             if let Some(WalFileName::Segment(segment)) = name
                 && !pipeline_running
+                && !started
                 && args.prefetch
             {
                 start_prefetch(global, &pgdata, segment);
@@ -300,22 +313,22 @@ fn from_spool(pgdata: &Path, name: &WalFileName, args: &FetchArgs) -> Taken {
     }
 }
 
-/// Starts the prefetch pipeline after `segment`, which this fetch restored itself, when
-/// `pgdata` is a data directory in recovery and no pipeline was started recently. Failing to
-/// start it costs only speed: a warning.
-fn start_prefetch(global: &GlobalArgs, pgdata: &Path, segment: SegmentName) {
+/// Starts the prefetch pipeline after `segment`, which this fetch restores itself, when
+/// `pgdata` is a data directory in recovery and no pipeline was started recently; returns
+/// whether it did. Failing to start it costs only speed: a warning.
+fn start_prefetch(global: &GlobalArgs, pgdata: &Path, segment: SegmentName) -> bool {
     let in_recovery =
         pgdata.join("recovery.signal").exists() || pgdata.join("standby.signal").exists();
     if !in_recovery || !pgdata.join("global/pg_control").exists() {
-        return;
+        return false;
     }
     let reader = SpoolReader::new(&pgdata.join("pg_wal"));
     match reader.claim_start(prefetch::START_INTERVAL) {
         Ok(true) => {}
-        Ok(false) => return,
+        Ok(false) => return false,
         Err(e) => {
             tracing::warn!("could not start the WAL prefetch: {e}");
-            return;
+            return false;
         }
     }
     // The pipeline is found by its data directory: name it absolutely.
@@ -329,8 +342,14 @@ fn start_prefetch(global: &GlobalArgs, pgdata: &Path, segment: SegmentName) {
         log_file: None,
     };
     match prefetch::spawn(global, &launch) {
-        Ok(pid) => tracing::debug!(pid, "started the WAL prefetch"),
-        Err(e) => tracing::warn!("could not start the WAL prefetch: {e:#}"),
+        Ok(pid) => {
+            tracing::debug!(pid, "started the WAL prefetch");
+            true
+        }
+        Err(e) => {
+            tracing::warn!("could not start the WAL prefetch: {e:#}");
+            false
+        }
     }
 }
 

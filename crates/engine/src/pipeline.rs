@@ -545,6 +545,9 @@ impl Control {
         );
 
         let mut tasks: JoinSet<(usize, Result<Fetched>)> = JoinSet::new();
+        self.start_downloads(&mut tasks);
+        // The first downloads are marked: a fetch of anything else need not wait any more.
+        self.writer.mark_planned()?;
         loop {
             self.start_downloads(&mut tasks);
             tokio::select! {

@@ -96,6 +96,10 @@ const PENDING_TARGET: &str = "pending";
 /// The file whose age tells whether a pipeline was started recently.
 const STARTED: &str = "started";
 
+/// The file a pipeline creates in its generation once it has planned and marked its first
+/// downloads: until then, a file it does not hold may still be on its way.
+const PLANNED: &str = "planned";
+
 /// Creates the files a [`SpoolWriter`] publishes; cheap to clone and to send to the threads
 /// that write them.
 #[derive(Debug, Clone)]
@@ -200,7 +204,8 @@ impl SpoolReader {
     /// Returns [`Taken::NoPipeline`] when there is no spool, `current` is missing or
     /// malformed, or the generation it names is stale (its lock is not held) or gone;
     /// [`Taken::Pending`] when the live generation does not hold the file yet but its pipeline
-    /// has marked it as being fetched; [`Taken::Miss`] otherwise. `dest` must be on the
+    /// has marked it as being fetched, or has not planned its work yet; [`Taken::Miss`]
+    /// otherwise. `dest` must be on the
     /// filesystem of `pg_wal` (PostgreSQL's `%p` is); if it is not, the file stays in the spool
     /// and the answer is `Miss`. Errors are failures to read the spool or to rename, with the
     /// path named.
@@ -226,14 +231,15 @@ impl SpoolReader {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 path.set_file_name(format!("{name}{PENDING_SUFFIX}"));
-                match fs::symlink_metadata(&path) {
-                    Ok(_) => Ok(Taken::Pending),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Taken::Miss),
-                    Err(source) => Err(Error::LocalIo {
-                        action: "check",
-                        path,
-                        source,
-                    }),
+                if exists(&path)? {
+                    return Ok(Taken::Pending);
+                }
+                // A pipeline still planning has marked nothing yet: wait for its plan.
+                path.set_file_name(PLANNED);
+                if exists(&path)? {
+                    Ok(Taken::Miss)
+                } else {
+                    Ok(Taken::Pending)
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
@@ -283,6 +289,12 @@ impl SpoolReader {
             return Ok(false);
         };
         is_live(&self.dir.join(generation).join(LOCK))
+    }
+
+    /// Whether a pipeline was ever started for this data directory (by a fetch, since its
+    /// spool was created).
+    pub fn ever_started(&self) -> bool {
+        self.dir.join(STARTED).exists()
     }
 
     /// Whether a pipeline should be started now: true, and the time recorded, unless one was
@@ -562,6 +574,20 @@ impl SpoolWriter {
         }
     }
 
+    /// Says that the pipeline has planned its work and marked its first downloads pending:
+    /// from now on a file neither published nor marked is a [`Taken::Miss`]. Before, a
+    /// fetch waits ([`Taken::Pending`]) rather than download what the pipeline is about to.
+    pub fn mark_planned(&self) -> Result<()> {
+        let path = self.gen_dir.join(PLANNED);
+        File::create(&path)
+            .map(drop)
+            .map_err(|source| Error::LocalIo {
+                action: "create",
+                path,
+                source,
+            })
+    }
+
     /// What creates files to publish into this generation, for the threads that write them.
     pub fn file_maker(&self) -> FileMaker {
         FileMaker {
@@ -696,6 +722,19 @@ impl SpoolWriter {
         }
         drop(self.lock);
         Ok(())
+    }
+}
+
+/// Whether something (a file, a directory, a symbolic link even dangling) is at `path`.
+fn exists(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(Error::LocalIo {
+            action: "check",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -840,6 +879,27 @@ mod tests {
     const SEG3: &str = "000000010000000000000003";
     const SEG4: &str = "000000010000000000000004";
 
+    /// A writer whose pipeline has planned its work, as fetch finds it most of the time.
+    fn planned_writer(pg_wal: &Path) -> SpoolWriter {
+        let writer = SpoolWriter::create(pg_wal).unwrap();
+        writer.mark_planned().unwrap();
+        writer
+    }
+
+    #[test]
+    fn a_pipeline_still_planning_is_waited_for() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Pending);
+        writer.mark_planned().unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        // A pipeline that dies: no pipeline.
+        drop(writer);
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::NoPipeline);
+    }
+
     /// Writes `data` for `name` the way the pipeline does, and publishes it.
     fn put(writer: &mut SpoolWriter, name: &str, data: &[u8]) {
         let name = wal(name);
@@ -901,7 +961,7 @@ mod tests {
     #[test]
     fn published_file_is_served_once() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         assert_eq!(current(pg_wal.path()), format!("{}\n", writer.generation()));
 
         // Being written: not served.
@@ -928,7 +988,7 @@ mod tests {
     #[test]
     fn every_kind_of_wal_file_name_is_served() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         let reader = SpoolReader::new(pg_wal.path());
         let dest = pg_wal.path().join("RECOVERYXLOG");
         for name in [
@@ -961,7 +1021,7 @@ mod tests {
     #[test]
     fn stale_generation_is_never_served() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         put(&mut writer, SEG3, b"segment three");
         let gen_dir = writer.gen_dir.clone();
         // A crash: the lock is released, the generation stays.
@@ -985,7 +1045,7 @@ mod tests {
         let stale_dir = stale.gen_dir.clone();
         drop(stale);
 
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         assert!(!stale_dir.exists());
         assert_eq!(current(pg_wal.path()), format!("{}\n", writer.generation()));
         assert_eq!(
@@ -1016,7 +1076,7 @@ mod tests {
         .unwrap();
         fs::write(spool.join("notes.txt"), b"someone else's").unwrap();
 
-        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let writer = planned_writer(pg_wal.path());
         assert_eq!(
             spool_entries(pg_wal.path()),
             sorted([CURRENT, writer.generation(), "notes.txt"])
@@ -1065,7 +1125,7 @@ mod tests {
         assert!(!dest.exists());
 
         // Nor does it refuse a pipeline that starts meanwhile.
-        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let writer = planned_writer(pg_wal.path());
         assert!(!lock_path.exists());
         assert_eq!(
             spool_entries(pg_wal.path()),
@@ -1076,7 +1136,7 @@ mod tests {
     #[test]
     fn malformed_pointer_is_no_pipeline_and_never_joined() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         put(&mut writer, SEG3, b"segment three");
         let id = writer.generation().to_owned();
         let pointer = pg_wal.path().join(SPOOL_DIR).join(CURRENT);
@@ -1124,7 +1184,7 @@ mod tests {
             assert!(WalFileName::parse(bad).is_err(), "{bad:?}");
         }
         let pg_wal = tempfile::tempdir().unwrap();
-        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let writer = planned_writer(pg_wal.path());
         let tmp = writer.path_for_tmp(&wal(SEG3));
         assert_eq!(tmp.parent(), Some(writer.gen_dir.as_path()));
         assert!(WalFileName::parse(tmp.file_name().unwrap().to_str().unwrap()).is_err());
@@ -1133,7 +1193,7 @@ mod tests {
     #[test]
     fn bytes_held_counts_published_files_not_taken() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         let reader = SpoolReader::new(pg_wal.path());
         let dest = pg_wal.path().join("RECOVERYXLOG");
         assert_eq!(writer.bytes_held().unwrap(), 0);
@@ -1164,7 +1224,7 @@ mod tests {
     #[test]
     fn remove_deletes_the_generation_and_its_pointer() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         put(&mut writer, SEG3, b"segment three");
         writer.remove().unwrap();
         assert!(spool_entries(pg_wal.path()).is_empty());
@@ -1189,7 +1249,7 @@ mod tests {
     #[test]
     fn a_pending_file_is_waited_for() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         let reader = SpoolReader::new(pg_wal.path());
         let dest = pg_wal.path().join("RECOVERYXLOG");
         writer.mark_pending(&wal(SEG3)).unwrap();
@@ -1243,7 +1303,7 @@ mod tests {
     #[test]
     fn files_are_nameless_until_published_and_marks_are_links() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         let gen_dir = writer.gen_dir.clone();
         writer.mark_pending(&wal(SEG3)).unwrap();
         writer.mark_pending(&wal(SEG3)).unwrap();
@@ -1263,10 +1323,17 @@ mod tests {
         };
         assert_eq!(
             names(&gen_dir),
-            [format!("{SEG3}.pending"), LOCK.to_owned()]
+            [
+                format!("{SEG3}.pending"),
+                LOCK.to_owned(),
+                PLANNED.to_owned()
+            ]
         );
         writer.publish_file(&wal(SEG3), file).unwrap();
-        assert_eq!(names(&gen_dir), [SEG3.to_owned(), LOCK.to_owned()]);
+        assert_eq!(
+            names(&gen_dir),
+            [SEG3.to_owned(), LOCK.to_owned(), PLANNED.to_owned()]
+        );
         assert_eq!(writer.bytes_held().unwrap(), 13);
 
         // Published again (a retry): replaced.
@@ -1283,13 +1350,13 @@ mod tests {
         // A file not published leaves nothing behind.
         let unused = writer.file_maker().create(&wal(SEG4)).unwrap();
         unused.discard();
-        assert_eq!(names(&gen_dir), [LOCK.to_owned()]);
+        assert_eq!(names(&gen_dir), [LOCK.to_owned(), PLANNED.to_owned()]);
     }
 
     #[test]
     fn discarded_files_free_their_bytes() {
         let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
         put(&mut writer, SEG3, b"three");
         put(&mut writer, SEG4, b"four");
         writer.discard(&wal(SEG3)).unwrap();
@@ -1309,7 +1376,7 @@ mod tests {
         assert!(!reader.claim_start(Duration::from_secs(60)).unwrap());
         assert!(reader.claim_start(Duration::ZERO).unwrap());
         // The file does not disturb a pipeline starting afterwards.
-        let writer = SpoolWriter::create(pg_wal.path()).unwrap();
+        let writer = planned_writer(pg_wal.path());
         assert_eq!(
             spool_entries(pg_wal.path()),
             sorted([CURRENT, STARTED, writer.generation()])
