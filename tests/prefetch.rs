@@ -410,12 +410,12 @@ fn restore_to_the_end_of_the_archive_ends_quietly() {
 
     wait_spool_removed(&pgdata);
     let log = restore_prefetch_log(&pgdata);
-    let planned = log
+    let stopped_line = log
         .lines()
-        .find(|line| line.contains("WAL prefetch planned"))
-        .unwrap_or_else(|| panic!("no plan in {log}"));
+        .find(|line| line.contains("WAL prefetch stopped"))
+        .unwrap_or_else(|| panic!("no stop in {log}"));
     assert_eq!(
-        log_field(planned, "last"),
+        log_field(stopped_line, "last_segment"),
         Some(last_archived.as_str()),
         "{log}"
     );

@@ -1,7 +1,12 @@
 //! Recovery speed: how long PostgreSQL takes to recover the same WAL to the same restore point
 //! when each WAL segment comes from
 //!
-//! - (a) `pg_wal` itself, every segment placed there beforehand: the local limit;
+//! - (a) `pg_wal` itself, every segment placed there beforehand, in archive recovery with
+//!   `restore_command = 'false'`: the local limit (PostgreSQL needs a `restore_command` for
+//!   archive recovery and asks it first for every segment). Beside it, for reference, the
+//!   same WAL in standby mode without any `restore_command` (PostgreSQL's replay alone), and
+//!   `restore_command = 'mv spool/%f %p'` from decompressed segments on the same filesystem
+//!   (the least a `restore_command` that hands over files can cost);
 //! - (b) `walferry-restore fetch` from the S3 server on loopback, without and with the cloud
 //!   network profile (20 ms to the first byte, 400 Mbit/s per connection);
 //! - (c) pgBackRest 2.45's asynchronous `archive-get`, from a local (posix) repository and from
@@ -24,8 +29,8 @@
 //! 3. One warm-up recovery through walferry records its replay figures in the repository (what
 //!    `estimate` reads), then `WALFERRY_BENCH_ROUNDS` rounds (default 5) recover once in every
 //!    mode, interleaved: copy the base, configure recovery (same target, `hot_standby = off`),
-//!    `sync` and drop the page cache, start the server, and time until it is promoted and a
-//!    write commits. The startup process's title (`recovering <segment>`) is sampled every
+//!    `sync`, pause `WALFERRY_BENCH_SETTLE` seconds (default 5), drop the page cache, start the
+//!    server, and time until it is promoted and a write commits. The startup process's title (`recovering <segment>`) is sampled every
 //!    50 ms for the progress chart. Before each walferry recovery, `walferry-restore estimate`
 //!    predicts it.
 //! 4. One more walferry recovery with `fetch` under GNU time gives fetch's peak memory; the
@@ -76,6 +81,8 @@ pub struct Settings {
     pub wal_mib: u64,
     pub scale: u32,
     pub rounds: usize,
+    /// The pause after the copies are synced, before the page cache is dropped.
+    pub settle: std::time::Duration,
     pub modes: Option<Vec<String>>,
     pub out: PathBuf,
     pub venv: PathBuf,
@@ -97,6 +104,7 @@ impl Settings {
             wal_mib: env_or("WALFERRY_BENCH_WAL_MIB", 2048),
             scale: env_or("WALFERRY_BENCH_SCALE", 50),
             rounds: env_or("WALFERRY_BENCH_ROUNDS", 5usize).max(1),
+            settle: std::time::Duration::from_secs_f64(env_or("WALFERRY_BENCH_SETTLE", 5.0)),
             modes: std::env::var("WALFERRY_BENCH_MODES")
                 .ok()
                 .filter(|v| !v.is_empty())
@@ -191,9 +199,13 @@ fn main() {
 
     let modes: Vec<Mode> = Mode::all()
         .into_iter()
+        .chain(Mode::diagnostic())
         .filter(|m| match &bench.settings.modes {
-            Some(names) => m.name() == "local-limit" || names.iter().any(|n| n == m.name()),
-            None => true,
+            Some(names) => {
+                ["local-limit", "standby-floor"].contains(&m.name())
+                    || names.iter().any(|n| n == m.name())
+            }
+            None => !Mode::diagnostic().contains(m),
         })
         .filter(|m| !matches!(m.source, Source::PgBackRest { .. }) || bench.pgbackrest.is_some())
         .collect();

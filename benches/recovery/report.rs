@@ -20,6 +20,9 @@ pub struct ModeSummary {
     /// Each round's time over the local limit's time in the same round.
     pub ratios: Vec<f64>,
     pub median_ratio: Option<f64>,
+    /// The same over the standby floor's time (PostgreSQL's replay without restore_command).
+    pub floor_ratios: Vec<f64>,
+    pub median_floor_ratio: Option<f64>,
     pub median_redo_seconds: Option<f64>,
     /// Original WAL bytes per second over the whole recovery (median run).
     pub wal_mb_per_second: f64,
@@ -91,11 +94,13 @@ impl Report {
         memory: Option<RunResult>,
         took: Duration,
     ) -> Report {
-        let limit = |round: usize| {
+        let reference = |round: usize, mode: &str| {
             runs.iter()
-                .find(|r| r.round == round && r.mode == "local-limit")
+                .find(|r| r.round == round && r.mode == mode)
                 .map(|r| r.seconds)
         };
+        let limit = |round: usize| reference(round, "local-limit");
+        let floor = |round: usize| reference(round, "standby-floor");
         let summaries = modes
             .iter()
             .map(|mode| {
@@ -104,6 +109,10 @@ impl Report {
                 let ratios: Vec<f64> = mine
                     .iter()
                     .filter_map(|r| limit(r.round).map(|l| r.seconds / l))
+                    .collect();
+                let floor_ratios: Vec<f64> = mine
+                    .iter()
+                    .filter_map(|r| floor(r.round).map(|l| r.seconds / l))
                     .collect();
                 let redo: Vec<f64> = mine.iter().filter_map(|r| r.redo_seconds).collect();
                 let median_seconds = median(&times).unwrap_or(0.0);
@@ -114,6 +123,8 @@ impl Report {
                     median_seconds,
                     median_ratio: median(&ratios),
                     ratios,
+                    median_floor_ratio: median(&floor_ratios),
+                    floor_ratios,
                     median_redo_seconds: median(&redo),
                     wal_mb_per_second: bench.wal_bytes as f64 / 1e6 / median_seconds,
                     estimate_errors: mine
@@ -177,9 +188,9 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| mode | recovery s: median (runs) | redo s (PostgreSQL) | WAL MB/s | ratio to the limit, same round: median (runs) | estimate error (runs) | pipeline peak |"
+            "| mode | recovery s: median (runs) | redo s (PostgreSQL) | WAL MB/s | ratio to the local limit, same round: median (runs) | ratio to the standby floor | estimate error (runs) | pipeline peak |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for m in &self.modes {
             let runs: Vec<String> = m.runs.iter().map(|s| format!("{s:.2}")).collect();
             let ratios: Vec<String> = m.ratios.iter().map(|r| format!("{r:.3}")).collect();
@@ -190,7 +201,7 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 out,
-                "| {} ({}) | **{:.2}** ({}) | {} | {:.0} | **{}** ({}) | {} | {} |",
+                "| {} ({}) | **{:.2}** ({}) | {} | {:.0} | **{}** ({}) | {} | {} | {} |",
                 m.mode,
                 m.description,
                 m.median_seconds,
@@ -203,6 +214,9 @@ impl Report {
                     .map(|r| format!("{r:.3}"))
                     .unwrap_or_default(),
                 ratios.join(", "),
+                m.median_floor_ratio
+                    .map(|r| format!("{r:.3}"))
+                    .unwrap_or_default(),
                 if errors.is_empty() {
                     String::new()
                 } else {

@@ -26,15 +26,21 @@ const POLL: Duration = Duration::from_millis(5);
 /// Where recovery gets its WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// Every segment already in `pg_wal`; no `restore_command` (standby mode, so that
-    /// PostgreSQL reads `pg_wal` without asking an archive first).
+    /// Every segment already in `pg_wal`, in archive recovery (`recovery.signal`) with
+    /// `restore_command = 'false'`: the local limit. PostgreSQL refuses archive recovery
+    /// without a `restore_command` and asks it for every segment before it reads `pg_wal`;
+    /// an archive that answers "not found" at once is the least any archive can cost.
     Local,
-    /// Every segment already in `pg_wal`, in archive recovery with `restore_command =
-    /// 'false'`: what PostgreSQL pays per segment for asking an archive that answers at once.
-    LocalFalse,
+    /// Every segment already in `pg_wal`, in standby mode without any `restore_command`:
+    /// PostgreSQL's replay alone, the floor no `restore_command` reaches.
+    Standby,
     /// `restore_command = 'mv <spool>/%f %p'` from decompressed segments placed beside the
     /// data directory: the least any `restore_command` that renames can cost.
     Rename,
+    /// Every segment already in `pg_wal`, in archive recovery with a `restore_command` that
+    /// starts `walferry-restore --version` and answers "not found": the local limit plus one
+    /// start of walferry's binary per segment (not run by default).
+    ProcessFalse,
     /// `walferry-restore fetch` from the S3 server.
     Walferry { cloud: bool },
     /// pgBackRest's asynchronous `archive-get`.
@@ -52,7 +58,7 @@ impl Mode {
     pub fn all() -> Vec<Mode> {
         [
             Source::Local,
-            Source::LocalFalse,
+            Source::Standby,
             Source::Rename,
             Source::Walferry { cloud: false },
             Source::Walferry { cloud: true },
@@ -68,6 +74,13 @@ impl Mode {
         .to_vec()
     }
 
+    /// Modes run only when named in `WALFERRY_BENCH_MODES`.
+    pub fn diagnostic() -> Vec<Mode> {
+        vec![Mode {
+            source: Source::ProcessFalse,
+        }]
+    }
+
     pub fn walferry(cloud: bool) -> Mode {
         Mode {
             source: Source::Walferry { cloud },
@@ -77,8 +90,9 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self.source {
             Source::Local => "local-limit",
-            Source::LocalFalse => "local-false",
+            Source::Standby => "standby-floor",
             Source::Rename => "rename",
+            Source::ProcessFalse => "process-false",
             Source::Walferry { cloud: false } => "walferry-s3",
             Source::Walferry { cloud: true } => "walferry-s3-cloud",
             Source::PgBackRest { repo: Repo::Posix } => "pgbackrest-posix",
@@ -93,9 +107,14 @@ impl Mode {
 
     pub fn describe(&self) -> &'static str {
         match self.source {
-            Source::Local => "every segment pre-placed in pg_wal (the local limit)",
-            Source::LocalFalse => "pre-placed in pg_wal, restore_command = 'false'",
+            Source::Local => {
+                "the local limit: every segment pre-placed in pg_wal, restore_command = 'false'"
+            }
+            Source::Standby => "pre-placed in pg_wal, standby mode, no restore_command",
             Source::Rename => "restore_command = 'mv spool/%f %p', decompressed, same filesystem",
+            Source::ProcessFalse => {
+                "pre-placed in pg_wal, restore_command starting walferry-restore, then 'false'"
+            }
             Source::Walferry { cloud: false } => "walferry fetch, S3 server on loopback",
             Source::Walferry { cloud: true } => {
                 "walferry fetch, S3 server with 20 ms / 400 Mbit per connection"
@@ -193,14 +212,18 @@ pub fn recover(bench: &Bench, mode: &Mode, round: usize, extra: Extra) -> RunRes
     let restore_command = match mode.source {
         Source::Local => {
             copy_wal(&bench.wal_cache, &pgdata.join("pg_wal"));
+            "false".to_owned()
+        }
+        Source::Standby => {
+            copy_wal(&bench.wal_cache, &pgdata.join("pg_wal"));
             fs::remove_file(pgdata.join("recovery.signal")).unwrap();
             fs::write(pgdata.join("standby.signal"), "").unwrap();
             pg::chown_to_cluster_user(&pgdata.join("standby.signal")).unwrap();
             String::new()
         }
-        Source::LocalFalse => {
+        Source::ProcessFalse => {
             copy_wal(&bench.wal_cache, &pgdata.join("pg_wal"));
-            "false".to_owned()
+            format!("{RESTORE} --version > /dev/null; false")
         }
         Source::Rename => {
             let spool = run_dir.join("spool");
@@ -255,7 +278,11 @@ pub fn recover(bench: &Bench, mode: &Mode, round: usize, extra: Extra) -> RunRes
     };
     let mut cluster = Cluster::from_existing(&pgdata, &opts).expect("adopt the copy");
 
+    // Every mode starts from a quiet disk: what the copies wrote is on it and given time to
+    // settle (a virtual disk may still be flushing its host's cache), then the page cache is
+    // dropped.
     run(&mut Command::new("sync"), "sync");
+    std::thread::sleep(bench.settings.settle);
     fs::write("/proc/sys/vm/drop_caches", "3\n").expect("drop the page cache (needs root)");
     let load_before = load_average();
 

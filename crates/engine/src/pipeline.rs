@@ -4,11 +4,13 @@
 //!
 //! # What it fetches
 //!
-//! The work list comes from the repository's WAL catalog ([`Catalog::follow`]): from a first
-//! segment, the exact sequence of (timeline, segment) files PostgreSQL will ask for along the
-//! target timeline's path, switch points included, to the end of the archive (or to a last
-//! segment, for a restore whose end is known). The history files PostgreSQL reads come first:
-//! the target timeline's, and those it probes at promotion.
+//! The work list comes from the repository ([`WalFollower`]): from a first segment, the exact
+//! sequence of (timeline, segment) files PostgreSQL will ask for along the target timeline's
+//! path, switch points included, to the end of the archive (or to a last segment, for a
+//! restore whose end is known). The history file of the target timeline comes first, those
+//! PostgreSQL probes at promotion last. The list is made as the pipeline goes, one listing of a
+//! `wal/<TLI><LOG>/` prefix at a time, and an item is dropped once it is taken, passed or
+//! given up: memory does not grow with the size of the archive.
 //!
 //! # How
 //!
@@ -47,7 +49,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use walferry_manifest::io::{self as repo_io, WalCatalog};
+use walferry_manifest::io::{self as repo_io, WalFollower};
 use walferry_manifest::stats::{ReplayRecord, save_replay_record};
 use walferry_manifest::{RepoDescriptor, Timestamp, layout};
 use walferry_store::{ArchiveStore, CancellationToken, Store};
@@ -135,6 +137,9 @@ pub enum StopReason {
 pub struct PipelineReport {
     /// WAL files on the work list.
     pub planned: u64,
+    /// The last segment on the work list: where the archived WAL on the path ends, or the
+    /// restore's last segment.
+    pub last_segment: Option<SegmentName>,
     /// Files published into the spool.
     pub published: u64,
     /// Files PostgreSQL took from the spool.
@@ -205,6 +210,7 @@ pub async fn run(
     }
     info!(
         planned = report.planned,
+        last_segment = report.last_segment.map(|s| s.to_string()),
         published = report.published,
         taken = report.taken,
         stalls = report.stalls,
@@ -225,6 +231,7 @@ impl PipelineReport {
     fn stopped(stop: StopReason) -> PipelineReport {
         PipelineReport {
             planned: 0,
+            last_segment: None,
             published: 0,
             taken: 0,
             stalls: 0,
@@ -416,8 +423,17 @@ struct Control {
     descriptor: Arc<RepoDescriptor>,
     writer: SpoolWriter,
     watch: Watch,
-    work: Vec<Item>,
-    /// The next index of `work` to start.
+    /// The files to fetch by index, in the order PostgreSQL asks for them: made ahead of
+    /// `next` as needed, dropped once taken, passed or given up.
+    work: BTreeMap<usize, Item>,
+    /// How many items were made: the index of the next one.
+    made: usize,
+    /// Where the items come from, until it runs out.
+    source: Option<WorkSource>,
+    /// The first item and the latest segment made, for the log and the report.
+    first_made: Option<WalFileName>,
+    last_segment: Option<SegmentName>,
+    /// The next index to start.
     next: usize,
     budget: u64,
     segment_size: u64,
@@ -464,7 +480,11 @@ impl Control {
             })),
             writer,
             watch,
-            work: Vec::new(),
+            work: BTreeMap::new(),
+            made: 0,
+            source: None,
+            first_made: None,
+            last_segment: None,
             next: 0,
             budget: 0,
             segment_size: walferry_wal::WalSegSize::DEFAULT.bytes(),
@@ -497,7 +517,8 @@ impl Control {
             _ => None,
         };
         PipelineReport {
-            planned: self.work.len() as u64,
+            planned: self.made as u64,
+            last_segment: self.last_segment,
             published: self.published,
             taken: self.taken,
             stalls: self.stalls,
@@ -515,19 +536,54 @@ impl Control {
         }
     }
 
-    /// Loads the catalog and the work list, then fetches until a reason to stop.
+    /// Makes items until `want` exist (or the source runs out).
+    async fn make_items(&mut self, want: usize, cancel: &CancellationToken) -> Result<()> {
+        while self.made < want {
+            let Some(source) = self.source.as_mut() else {
+                return Ok(());
+            };
+            let repo = self.store.location().to_owned();
+            let item = source
+                .next(&self.store, cancel)
+                .await
+                .map_err(|e| crate::push::catalog_error(e, &repo))?;
+            let Some(item) = item else {
+                self.source = None;
+                return Ok(());
+            };
+            self.first_made.get_or_insert(item.name);
+            if let WalFileName::Segment(segment) = item.name {
+                self.last_segment = Some(segment);
+            }
+            self.work.insert(self.made, item);
+            self.made += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads what the work list needs (the descriptor, history files), then fetches until a
+    /// reason to stop.
     async fn run(&mut self, cancel: &CancellationToken) -> Result<StopReason> {
         let repo = self.store.location().to_owned();
-        let catalog = repo_io::load_wal_catalog(&self.store, cancel)
+        let descriptor = repo_io::load_descriptor(&self.store, cancel)
             .await
-            .map_err(|e| crate::push::catalog_error(e, &repo))?;
-        self.segment_size = catalog.descriptor().wal_segment_size.bytes();
-        self.descriptor = Arc::new(catalog.descriptor().clone());
+            .map_err(|e| crate::push::catalog_error(e, &repo))?
+            .ok_or_else(|| Error::NoDescriptor { repo: repo.clone() })?;
+        self.segment_size = descriptor.wal_segment_size.bytes();
+        self.descriptor = Arc::new(descriptor);
         let timeline = self
             .options
             .timeline
             .or_else(|| configured_timeline(&self.options.pgdata));
-        self.work = work_list(&catalog, &self.options, timeline);
+        let (first, skip) = match self.options.start {
+            PipelineStart::From(first) => (first, 0),
+            PipelineStart::After(first) => (first, 1),
+        };
+        let follower = WalFollower::start(&self.store, &self.descriptor, first, timeline, cancel)
+            .await
+            .map_err(|e| crate::push::catalog_error(e, &repo))?;
+        let target = follower.target();
+        self.source = Some(WorkSource::new(follower, &self.options, skip));
         self.budget = match self.options.budget {
             Some(budget) => budget.max(self.segment_size),
             None => default_budget(
@@ -535,11 +591,12 @@ impl Control {
                 self.segment_size,
             ),
         };
+        let jobs = self.options.jobs.get();
+        self.make_items(jobs + 1, cancel).await?;
         info!(
-            files = self.work.len(),
-            first = self.work.first().map(|i| i.name.to_string()),
-            last = self.work.last().map(|i| i.name.to_string()),
-            jobs = self.options.jobs.get(),
+            timeline = target.get(),
+            first = self.first_made.map(|n| n.to_string()),
+            jobs,
             budget_bytes = self.budget,
             "WAL prefetch planned"
         );
@@ -549,6 +606,7 @@ impl Control {
         // The first downloads are marked: a fetch of anything else need not wait any more.
         self.writer.mark_planned()?;
         loop {
+            self.make_items(self.next + jobs + 1, cancel).await?;
             self.start_downloads(&mut tasks);
             tokio::select! {
                 Some(joined) = tasks.join_next() => {
@@ -603,13 +661,15 @@ impl Control {
             }
             let index = match self.retry.pop_front() {
                 Some(index) => index,
-                None if self.next < self.work.len() => {
+                None if self.next < self.made => {
                     self.next += 1;
                     self.next - 1
                 }
                 None => return,
             };
-            let item = self.work[index];
+            let Some(&item) = self.work.get(&index) else {
+                continue;
+            };
             if let Err(e) = self.writer.mark_pending(&item.name) {
                 warn!("{e}");
             }
@@ -637,7 +697,9 @@ impl Control {
 
     /// Publishes a finished download, or schedules it again, or gives up on it.
     fn finish_download(&mut self, index: usize, result: Result<Fetched>) -> Result<()> {
-        let item = self.work[index];
+        let Some(&item) = self.work.get(&index) else {
+            return Ok(());
+        };
         if item.segment {
             self.in_flight_segments -= 1;
         }
@@ -672,6 +734,7 @@ impl Control {
                     warn!(file = %item.name, "prefetch gave up; fetch will download it: {e}");
                     self.failed += 1;
                     self.writer.unmark_pending(&item.name)?;
+                    self.work.remove(&index);
                 }
             }
         }
@@ -709,6 +772,7 @@ impl Control {
                     debug!(file = %name, "replay went past it; discarded");
                     self.writer.discard(&name)?;
                     self.held.remove(&index);
+                    self.work.remove(&index);
                 }
             }
         }
@@ -719,7 +783,8 @@ impl Control {
         self.taken += 1;
         self.max_taken = Some(self.max_taken.map_or(index, |max| max.max(index)));
         self.watch.activity(at);
-        if self.work[index].segment {
+        let item = self.work.remove(&index);
+        if item.is_some_and(|item| item.segment) {
             self.taken_segments += 1;
             self.first_take.get_or_insert(at);
             self.last_take = Some(at);
@@ -851,47 +916,77 @@ fn configured_timeline(pgdata: &Path) -> Option<TimelineId> {
         .and_then(|n| TimelineId::new(n).ok())
 }
 
-/// The files to fetch, in the order PostgreSQL asks for them: for a restore, the history file
-/// of the target timeline first; then the segments along the target timeline's path; then the
-/// history files PostgreSQL probes at promotion that the archive holds.
-fn work_list(
-    catalog: &WalCatalog,
-    options: &PipelineOptions,
-    timeline: Option<TimelineId>,
-) -> Vec<Item> {
-    let (first, skip) = match options.start {
-        PipelineStart::From(first) => (first, 0),
-        PipelineStart::After(first) => (first, 1),
-    };
-    let plan = catalog.catalog().follow(timeline, first);
-    let target = plan
-        .runs()
-        .last()
-        .map_or(first.tli(), |run| run.timeline)
-        .max(timeline.unwrap_or(TimelineId::FIRST));
-    let item = |name: WalFileName, segment: bool| {
-        catalog.stored_size(&name).map(|stored| Item {
-            name,
-            stored,
-            segment,
-        })
-    };
-    let mut work = Vec::new();
-    if matches!(options.start, PipelineStart::From(_)) && target != TimelineId::FIRST {
-        work.extend(item(WalFileName::History(target), false));
-    }
-    for segment in plan.iter().skip(skip) {
-        work.extend(item(WalFileName::Segment(segment), true));
-        if options.last == Some(segment) {
-            break;
+/// Where the work list comes from: for a restore, the history file of the target timeline
+/// first; then the segments along the target timeline's path; then the history files
+/// PostgreSQL probes at promotion that the archive holds.
+#[derive(Debug)]
+struct WorkSource {
+    head: Option<Item>,
+    follower: WalFollower,
+    /// Segments to pass over first (the one a fetch took itself).
+    skip: usize,
+    last: Option<SegmentName>,
+    segments_ended: bool,
+    tail: VecDeque<Item>,
+}
+
+impl WorkSource {
+    fn new(follower: WalFollower, options: &PipelineOptions, skip: usize) -> WorkSource {
+        let history = |tli| Item {
+            name: WalFileName::History(tli),
+            // Unknown until downloaded, and small: fetched whole.
+            stored: 0,
+            segment: false,
+        };
+        let head = follower
+            .target_history()
+            .filter(|_| matches!(options.start, PipelineStart::From(_)))
+            .map(history);
+        let tail = follower
+            .later_timelines()
+            .iter()
+            .copied()
+            .map(history)
+            .collect();
+        WorkSource {
+            head,
+            follower,
+            skip,
+            last: options.last,
+            segments_ended: false,
+            tail,
         }
     }
-    let mut probe = target.next();
-    while let Some(tli) = probe.filter(|tli| catalog.timelines().contains(*tli)) {
-        work.extend(item(WalFileName::History(tli), false));
-        probe = tli.next();
+
+    /// The next item, or `None` when there are no more.
+    async fn next(
+        &mut self,
+        store: &Store,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<Option<Item>, walferry_manifest::io::Error> {
+        if let Some(head) = self.head.take() {
+            return Ok(Some(head));
+        }
+        while !self.segments_ended {
+            let Some((segment, stored)) = self.follower.next(store, cancel).await? else {
+                self.segments_ended = true;
+                break;
+            };
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            if self.last == Some(segment) {
+                self.segments_ended = true;
+            }
+            return Ok(Some(Item {
+                name: WalFileName::Segment(segment),
+                stored,
+                segment: true,
+            }));
+        }
+        Ok(self.tail.pop_front())
     }
-    work
 }
 
 #[cfg(test)]

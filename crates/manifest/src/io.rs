@@ -5,6 +5,8 @@
 //!   commit point of a backup.
 //! - [`load_catalog`]: everything restore planning needs, read with one listing of `wal/` and
 //!   one of `backups/`, as a [`LoadedCatalog`].
+//! - [`WalFollower`]: the WAL a prefetch fetches, from a segment along a timeline's path, one
+//!   `wal/<TLI><LOG>/` listing at a time.
 
 use bytes::Bytes;
 use walferry_store::{ArchiveStore, CancellationToken, PutMode};
@@ -15,9 +17,11 @@ use crate::layout;
 
 mod backups;
 mod catalog;
+mod follow;
 
 pub use backups::{load_backup_manifest, save_backup_manifest};
-pub use catalog::{LoadedCatalog, MAX_HISTORY_BYTES, WalCatalog, load_catalog, load_wal_catalog};
+pub use catalog::{LoadedCatalog, MAX_HISTORY_BYTES, load_catalog};
+pub use follow::WalFollower;
 
 /// Errors reading or writing repository metadata.
 #[derive(Debug, thiserror::Error)]

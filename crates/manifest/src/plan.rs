@@ -654,41 +654,6 @@ impl Catalog<'_> {
         })
     }
 
-    /// The segments PostgreSQL asks for from segment `from` on, in order, following the path
-    /// of timeline `target` (with `None`, of the newest timeline whose path holds `from`) to
-    /// the end of the archive. Empty when `from` is not archived or is not the copy of its
-    /// segment that the path reads. This is the work list of a prefetch that starts in the
-    /// middle of a recovery, where the backup and the target are not known.
-    pub fn follow(&self, target: Option<TimelineId>, from: SegmentName) -> SegmentPlan {
-        let size = self.descriptor.wal_segment_size;
-        let mut plan = SegmentPlan {
-            segment_size: size,
-            runs: Vec::new(),
-        };
-        let Ok(segno) = from.segno(size) else {
-            return plan;
-        };
-        // The segment's last byte: the segment holding a switch point belongs to the new
-        // timeline's stretch from the switch point on.
-        let last_byte = from
-            .start_lsn(size)
-            .ok()
-            .and_then(|lsn| lsn.checked_add(size.bytes() - 1));
-        let target = target
-            .or_else(|| last_byte.and_then(|lsn| self.timelines.newest_reachable(from.tli(), lsn)))
-            .unwrap_or(from.tli());
-        let Some(path) = self.timelines.path(target) else {
-            return plan;
-        };
-        if path.timeline_for_segment(segno, size) != from.tli() {
-            return plan;
-        }
-        if let Ok(walk) = self.walk(&path, segno, segno, true) {
-            plan.runs = walk.runs;
-        }
-        plan
-    }
-
     /// The plan from `backup`, or why there is none.
     fn plan_from(
         &self,

@@ -1,6 +1,6 @@
 //! Loading everything restore planning needs from a repository.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use walferry_store::{ArchiveStore, CancellationToken, ObjectKey};
 use walferry_wal::{TimelineHistory, TimelineId, WalFileName};
@@ -71,54 +71,19 @@ impl LoadedCatalog {
     }
 }
 
-/// The WAL half of a repository's catalog, as [`load_wal_catalog`] read it: the descriptor,
-/// the timeline graph, the WAL index and each WAL object's stored size. What a WAL prefetch
-/// needs, without the backups.
-#[derive(Debug, Clone)]
-pub struct WalCatalog {
+/// The WAL half of a repository's catalog: the descriptor, the timeline graph and the WAL
+/// index.
+#[derive(Debug)]
+struct WalCatalog {
     descriptor: RepoDescriptor,
     timelines: TimelineGraph,
     wal: WalIndex,
-    sizes: HashMap<WalFileName, u64>,
     problems: Vec<String>,
 }
 
-impl WalCatalog {
-    /// The repository descriptor.
-    pub fn descriptor(&self) -> &RepoDescriptor {
-        &self.descriptor
-    }
-
-    /// The timeline graph of every history file under `wal/`.
-    pub fn timelines(&self) -> &TimelineGraph {
-        &self.timelines
-    }
-
-    /// The WAL files under `wal/`.
-    pub fn wal(&self) -> &WalIndex {
-        &self.wal
-    }
-
-    /// The stored (compressed) size of a WAL file's object, as listed.
-    pub fn stored_size(&self, name: &WalFileName) -> Option<u64> {
-        self.sizes.get(name).copied()
-    }
-
-    /// The catalog for [`Catalog::follow`]: no backups.
-    pub fn catalog(&self) -> Catalog<'_> {
-        Catalog {
-            descriptor: &self.descriptor,
-            backups: &[],
-            timelines: &self.timelines,
-            wal: &self.wal,
-        }
-    }
-}
-
 /// Reads the WAL half of a repository's catalog: the descriptor, one listing of `wal/`
-/// (indexed by name, with sizes; only the `.history` objects are downloaded). Fails like
-/// [`load_catalog`].
-pub async fn load_wal_catalog<S: ArchiveStore>(
+/// (indexed by name; only the `.history` objects are downloaded). Fails like [`load_catalog`].
+async fn load_wal_catalog<S: ArchiveStore>(
     store: &S,
     cancel: &CancellationToken,
 ) -> Result<WalCatalog, Error> {
@@ -130,7 +95,6 @@ pub async fn load_wal_catalog<S: ArchiveStore>(
     let mut problems = Vec::new();
 
     let mut names = Vec::new();
-    let mut sizes = HashMap::new();
     let mut history_keys = Vec::new();
     for meta in store.list(layout::WAL_PREFIX, cancel).await? {
         match layout::parse_wal_key(&meta.key) {
@@ -138,7 +102,6 @@ pub async fn load_wal_catalog<S: ArchiveStore>(
                 if let WalFileName::History(tli) = name {
                     history_keys.push((tli, meta.key));
                 }
-                sizes.insert(name, meta.size);
                 names.push(name);
             }
             None => problems.push(format!(
@@ -164,7 +127,6 @@ pub async fn load_wal_catalog<S: ArchiveStore>(
         descriptor,
         timelines,
         wal,
-        sizes,
         problems,
     })
 }
@@ -188,7 +150,6 @@ pub async fn load_catalog<S: ArchiveStore>(
         timelines,
         wal,
         problems: wal_problems,
-        ..
     } = load_wal_catalog(store, cancel).await?;
     let mut problems = wal_problems;
 
@@ -240,7 +201,7 @@ pub async fn load_catalog<S: ArchiveStore>(
 }
 
 /// Downloads, decodes and parses the history file of `tli` stored at `key`.
-async fn load_history<S: ArchiveStore>(
+pub(super) async fn load_history<S: ArchiveStore>(
     store: &S,
     tli: TimelineId,
     key: &ObjectKey,
