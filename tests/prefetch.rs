@@ -139,7 +139,10 @@ fn restore_streams_the_wal_through_the_spool() {
 /// every file `fetch` takes from the spool shows in the server log as "served from the spool".
 fn debug_server_opts() -> ClusterOptions {
     ClusterOptions {
-        env: server_env(&[("WALFERRY_LOG".into(), "info,walferry_engine=debug".into())]),
+        env: server_env(&[(
+            "WALFERRY_LOG".into(),
+            "info,walferry_engine=debug,walferry_restore=debug".into(),
+        )]),
         ..ClusterOptions::default()
     }
 }
@@ -165,13 +168,26 @@ fn served(log: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every file PostgreSQL restored through `restore_command` according to its log, in order.
-fn restored_files(log: &str) -> Vec<String> {
+/// Every file PostgreSQL asked `restore_command` for according to fetch's debug lines in
+/// `log`, in order.
+fn asked_files(log: &str) -> Vec<String> {
     log.lines()
-        .filter_map(|line| {
-            let rest = line.split("restored log file \"").nth(1)?;
-            Some(rest.split('"').next()?.to_owned())
-        })
+        .filter(|line| line.contains("DEBUG: asked for"))
+        .filter_map(|line| log_field(line, "file").map(str::to_owned))
+        .collect()
+}
+
+/// The files PostgreSQL asked for that the archive has (not answered "not in the archive"),
+/// in order.
+fn found_files(log: &str) -> Vec<String> {
+    let missing: Vec<String> = log
+        .lines()
+        .filter(|line| line.contains("not in the archive"))
+        .filter_map(|line| log_field(line, "file").map(str::to_owned))
+        .collect();
+    asked_files(log)
+        .into_iter()
+        .filter(|file| !missing.contains(file))
         .collect()
 }
 
@@ -203,12 +219,17 @@ fn current_generation(pgdata: &Path) -> String {
     }
 }
 
-/// The WAL file names in directory `dir`, sorted.
+/// The WAL files a spool generation in directory `dir` holds, to be renamed to `%p` or placed
+/// in `pg_wal` (its `.placed` links), sorted.
 fn wal_files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .map(|name| match name.strip_suffix(".placed") {
+                    Some(placed) => placed.to_owned(),
+                    None => name,
+                })
                 .filter(|name| walferry_wal::WalFileName::parse(name).is_ok())
                 .collect()
         })
@@ -327,10 +348,14 @@ fn restore_across_a_timeline_switch_is_served_from_the_spool() {
     assert_eq!(fingerprint(&restored), on_tl2);
 
     let server_log = restored.log_contents();
-    let asked = restored_files(&server_log);
+    let asked = asked_files(&server_log);
+    let found = found_files(&server_log);
     let served: Vec<String> = served(&server_log).into_iter().map(|(f, _)| f).collect();
-    // Every file recovery restored came from the spool.
-    for file in &asked {
+    // Every file recovery asked for and the archive has came from the spool the first time.
+    let mut first_asks = found.clone();
+    let mut seen = std::collections::HashSet::new();
+    first_asks.retain(|file| seen.insert(file.clone()));
+    for file in &first_asks {
         assert!(
             served.contains(file),
             "{file} was not served from the spool\n{server_log}"
@@ -392,7 +417,7 @@ fn restore_to_the_end_of_the_archive_ends_quietly() {
     assert_no_walferry_complaints(&server_log);
     // PostgreSQL asks for the last segment again at the end of recovery; the pipeline has
     // handed it over by then, and fetch downloads it.
-    let mut asked = restored_files(&server_log);
+    let mut asked = found_files(&server_log);
     assert_eq!(asked.last(), Some(&last_archived), "{server_log}");
     let mut seen = std::collections::HashSet::new();
     asked.retain(|file| seen.insert(file.clone()));
@@ -453,7 +478,7 @@ fn recovery_survives_the_pipeline_killed() {
 
     let mut restored = Cluster::from_existing(&pgdata, &debug_server_opts()).unwrap();
     restored.start_no_wait().unwrap();
-    wait_log(&restored, "restored log file");
+    wait_log(&restored, "served from the spool");
     let status = std::process::Command::new("kill")
         .args(["-KILL", &pids[0].to_string()])
         .status()
@@ -520,6 +545,16 @@ fn a_stale_spool_is_never_served() {
     for name in &planted {
         std::fs::write(stale_dir.join(name), format!("garbage, not {name}\n")).unwrap();
     }
+    // And garbage in pg_wal itself under segment names, vouched for by `.placed` links of the
+    // stale generation: fetch must never answer "not found" for them, which would make
+    // PostgreSQL read them.
+    let segments: Vec<&String> = planted.iter().filter(|n| n.len() == 24).collect();
+    for name in &segments[1..] {
+        let in_pg_wal = pgdata.join("pg_wal").join(name.as_str());
+        std::fs::write(&in_pg_wal, format!("garbage in pg_wal, not {name}\n")).unwrap();
+        std::fs::hard_link(&in_pg_wal, stale_dir.join(format!("{name}.placed"))).unwrap();
+    }
+    walferry_testutil::pg::chown_to_cluster_user(&pgdata.join("pg_wal")).unwrap();
     std::fs::write(stale_dir.join("lock"), b"").unwrap();
     std::fs::write(spool.join("current"), format!("{stale}\n")).unwrap();
     walferry_testutil::pg::chown_to_cluster_user(&spool).unwrap();
@@ -556,20 +591,20 @@ fn recovery_survives_an_s3_restart() {
 
     let pgdata = dir.join("restored");
     restore(&repo, &pgdata, &[], dir.path()).expect(0, &[]);
-    let mut restored = Cluster::from_existing(&pgdata, &server_opts()).unwrap();
+    let mut restored = Cluster::from_existing(&pgdata, &debug_server_opts()).unwrap();
     restored.start_no_wait().unwrap();
-    wait_log(&restored, "restored log file");
+    wait_log(&restored, "asked for");
 
     let s3 = repo.s3.as_mut().unwrap();
     s3.stop();
     std::thread::sleep(Duration::from_millis(1500));
-    let during = restored_files(&restored.log_contents()).len();
+    let during = asked_files(&restored.log_contents()).len();
     s3.restart().unwrap();
 
     wait_promoted(&restored);
     assert_eq!(fingerprint(&restored), end);
     let server_log = restored.log_contents();
-    let asked = restored_files(&server_log);
+    let asked = asked_files(&server_log);
     assert!(
         asked.len() > during,
         "recovery had ended before the server came back\n{server_log}"

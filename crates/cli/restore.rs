@@ -272,15 +272,21 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<(), (Exit, anyhow:
         );
         let started = Instant::now();
         let result = server::start(&pgdata, &start, |p| {
-            tracing::info!(
-                "recovering: {} WAL files restored{} after {}",
-                p.restored,
-                p.last
-                    .as_ref()
-                    .map(|n| format!(", last {n}"))
-                    .unwrap_or_default(),
-                human_duration(p.elapsed)
-            );
+            match &p.replaying {
+                Some(segment) => tracing::info!(
+                    "recovering: replaying {segment} after {}",
+                    human_duration(p.elapsed)
+                ),
+                None => tracing::info!(
+                    "recovering: {} WAL files restored{} after {}",
+                    p.restored,
+                    p.last
+                        .as_ref()
+                        .map(|n| format!(", last {n}"))
+                        .unwrap_or_default(),
+                    human_duration(p.elapsed)
+                ),
+            }
         })
         .await
         .map_err(engine_error)?;

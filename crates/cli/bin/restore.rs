@@ -239,11 +239,15 @@ fn argument_error(e: clap::Error) -> ExitCode {
 /// or any runtime started: a file found there is a rename.
 fn fetch_main(global: &GlobalArgs, args: FetchArgs) -> ExitCode {
     let pgdata = args.pgdata.clone().unwrap_or_else(|| PathBuf::from("."));
+    tracing::debug!(file = %args.name, "asked for");
     let name = WalFileName::parse(&args.name).ok();
     let mut pipeline_running = true;
     if let Some(name) = &name {
         match from_spool(&pgdata, name, &args) {
             Taken::Served => return walferry::exit_code(Exit::Success.code()),
+            // The verified file is in pg_wal under its own name: PostgreSQL reads it there
+            // when the archive answers "not found".
+            Taken::InPgWal => return walferry::exit_code(Exit::NotFound.code()),
             Taken::NoPipeline => pipeline_running = false,
             Taken::Pending | Taken::Miss => {}
         }

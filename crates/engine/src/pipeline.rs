@@ -705,7 +705,9 @@ impl Control {
         }
         match result {
             Ok(fetched) => {
-                self.writer.publish_file(&item.name, fetched.file)?;
+                // Segments go straight into pg_wal where the name is free; see
+                // `SpoolWriter::place_file`.
+                self.writer.place_file(&item.name, fetched.file)?;
                 self.downloaded += fetched.downloaded;
                 self.published += 1;
                 if item.segment {
@@ -1171,6 +1173,10 @@ mod tests {
                 if taken == Taken::Served {
                     return fs::read(&self.dest).unwrap();
                 }
+                // Placed in pg_wal: fetch answers "not found" and PostgreSQL reads it there.
+                if taken == Taken::InPgWal {
+                    return fs::read(self.pgdata.join("pg_wal").join(name)).unwrap();
+                }
                 assert!(
                     Instant::now() < deadline,
                     "{name} was never served: {taken:?}"
@@ -1209,12 +1215,17 @@ mod tests {
         }
     }
 
-    /// The WAL files published in the generation at `gen_dir`, sorted.
+    /// The WAL files published in the generation at `gen_dir` and not taken yet, sorted:
+    /// those to be renamed to `%p`, and those placed in `pg_wal` (their `.placed` links).
     fn published(gen_dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(gen_dir)
             .map(|entries| {
                 entries
                     .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .map(|name| match name.strip_suffix(".placed") {
+                        Some(placed) => placed.to_owned(),
+                        None => name,
+                    })
                     .filter(|name| WalFileName::parse(name).is_ok())
                     .collect()
             })
@@ -1349,7 +1360,7 @@ mod tests {
             .take_waiting(&corrupt, &pipeline.dest, WAIT)
             .unwrap();
         assert_eq!(answer, Taken::Miss, "fetch downloads it itself");
-        assert!(!gen_dir.join(seg(1, 3)).exists());
+        assert!(!published(&gen_dir).contains(&seg(1, 3)));
         assert!(fs::symlink_metadata(gen_dir.join(format!("{}.pending", seg(1, 3)))).is_err());
         for name in [seg(1, 4), seg(1, 5), seg(1, 6)] {
             assert!(pipeline.take(&name) == segment(&name, 1), "{name}");
@@ -1374,7 +1385,7 @@ mod tests {
         wait_for("segment 3", || published(&gen_dir).contains(&seg(1, 3)));
         pipeline.take(&seg(1, 4));
         wait_for("segment 3 to be discarded", || {
-            !gen_dir.join(seg(1, 3)).exists()
+            !published(&gen_dir).contains(&seg(1, 3))
         });
         assert_eq!(
             pipeline

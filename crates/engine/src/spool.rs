@@ -90,6 +90,9 @@ const GENERATION_LEN: usize = 16;
 /// The marker a pipeline keeps beside a file it is fetching: `<name>.pending`.
 const PENDING_SUFFIX: &str = ".pending";
 
+/// The link a generation keeps to a file it placed in `pg_wal`: `<name>.placed`.
+const PLACED_SUFFIX: &str = ".placed";
+
 /// Where a pending mark points; the target never exists.
 const PENDING_TARGET: &str = "pending";
 
@@ -174,6 +177,9 @@ impl SpoolFile {
 pub enum Taken {
     /// The file was renamed from the live generation to the destination.
     Served,
+    /// The live generation placed the file in `pg_wal` under its own name, where PostgreSQL
+    /// reads it when `restore_command` answers "not found"; the destination is untouched.
+    InPgWal,
     /// The live generation does not hold the file yet, but its pipeline is fetching it.
     Pending,
     /// The live generation does not hold the file and its pipeline is not fetching it.
@@ -230,6 +236,10 @@ impl SpoolReader {
                 Ok(Taken::Served)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                path.set_file_name(format!("{name}{PLACED_SUFFIX}"));
+                if let Some(taken) = self.take_placed(name, generation, &path, dest)? {
+                    return Ok(taken);
+                }
                 path.set_file_name(format!("{name}{PENDING_SUFFIX}"));
                 if exists(&path)? {
                     return Ok(Taken::Pending);
@@ -260,6 +270,56 @@ impl SpoolReader {
 }
 
 impl SpoolReader {
+    /// The answer for a file the live generation placed in `pg_wal` (its link at `placed`):
+    /// [`Taken::InPgWal`] when `pg_wal` holds that very file under `name` and `dest` is in
+    /// `pg_wal` (where PostgreSQL's `%p` is), after removing the link so that the pipeline
+    /// sees it taken; [`Taken::Miss`] when `pg_wal` holds something else under that name (the
+    /// file is then fetched from the repository); `None` when nothing was placed or `pg_wal`
+    /// holds nothing under that name.
+    fn take_placed(
+        &self,
+        name: &WalFileName,
+        generation: &str,
+        placed: &Path,
+        dest: &Path,
+    ) -> Result<Option<Taken>> {
+        use std::os::unix::fs::MetadataExt;
+        let check = |path: &Path| match fs::metadata(path) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::LocalIo {
+                action: "check",
+                path: path.to_owned(),
+                source,
+            }),
+        };
+        let Some(link) = check(placed)? else {
+            return Ok(None);
+        };
+        let pg_wal = self.dir.parent().unwrap_or(Path::new("."));
+        // Not there (yet): the pipeline is placing it (still marked pending), or PostgreSQL
+        // removed it since; the pending mark decides.
+        let Some(file) = check(&pg_wal.join(name.to_string()))? else {
+            return Ok(None);
+        };
+        let same_file = (file.dev(), file.ino()) == (link.dev(), link.ino());
+        let dest_dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dest_in_pg_wal = match (check(dest_dir)?, check(pg_wal)?) {
+            (Some(d), Some(w)) => (d.dev(), d.ino()) == (w.dev(), w.ino()),
+            _ => false,
+        };
+        if !same_file || !dest_in_pg_wal {
+            debug!(file = %name, same_file, dest_in_pg_wal, "placed in pg_wal but not handed over that way");
+            return Ok(Some(Taken::Miss));
+        }
+        remove_if_present(placed)?;
+        debug!(file = %name, generation, placed = true, "served from the spool");
+        Ok(Some(Taken::InPgWal))
+    }
+
     /// Like [`take`](SpoolReader::take), and while the answer is [`Taken::Pending`], waits for
     /// the pipeline to publish the file, for at most `max_wait`: returns `Served` once it is
     /// taken, `Miss` when the pipeline gave up on it, `NoPipeline` when the pipeline stopped,
@@ -401,8 +461,9 @@ fn new_generation_id() -> String {
 /// The state of a file the writer published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Published {
-    /// In the generation, this many bytes.
-    Held(u64),
+    /// In the generation, this many bytes; `placed` when the file is in `pg_wal` under its own
+    /// name and the generation holds its `.placed` link.
+    Held { bytes: u64, placed: bool },
     /// Taken by fetch.
     Taken,
 }
@@ -551,10 +612,7 @@ impl SpoolWriter {
             .map_err(|e| io_err("publish to the spool", e))?;
         // After the rename: a fetch that saw the mark finds the file once the mark is gone.
         self.unmark_pending(name)?;
-        if let Some(Published::Held(old)) = self.files.insert(*name, Published::Held(bytes)) {
-            self.bytes_held -= old;
-        }
-        self.bytes_held += bytes;
+        self.hold(name, bytes, false);
         Ok(())
     }
 
@@ -624,10 +682,7 @@ impl SpoolWriter {
         }
         drop(file);
         self.unmark_pending(name)?;
-        if let Some(Published::Held(old)) = self.files.insert(*name, Published::Held(bytes)) {
-            self.bytes_held -= old;
-        }
-        self.bytes_held += bytes;
+        self.hold(name, bytes, false);
         Ok(())
     }
 
@@ -641,10 +696,106 @@ impl SpoolWriter {
         self.gen_dir.join(format!("{name}{PENDING_SUFFIX}"))
     }
 
+    /// Counts `name` as held: `bytes` ahead of replay until it is taken.
+    fn hold(&mut self, name: &WalFileName, bytes: u64, placed: bool) {
+        if let Some(Published::Held { bytes: old, .. }) =
+            self.files.insert(*name, Published::Held { bytes, placed })
+        {
+            self.bytes_held -= old;
+        }
+        self.bytes_held += bytes;
+    }
+
+    /// Makes the complete, verified and synced segment `file` available in `pg_wal` itself,
+    /// under its own name `name`, where PostgreSQL reads it once `restore_command` answers
+    /// "not found" ([`Taken::InPgWal`]), sparing it the sync, rename and directory sync it
+    /// does with every file a `restore_command` hands it. The generation keeps a
+    /// `<name>.placed` link to the same file: a file is handed over that way only while that
+    /// link names the very file `pg_wal` holds under `name`, and only from the live
+    /// generation. `archive_status/<name>.done` is created first, as PostgreSQL does for a
+    /// file it restored, so that it never archives the file again.
+    ///
+    /// When `pg_wal` already holds a file under `name` (PostgreSQL's own, or one left behind),
+    /// or the file has a temporary name (no `O_TMPFILE`), or it is not a segment, it is
+    /// [published](SpoolWriter::publish_file) in the generation instead, to be renamed to
+    /// `%p`. Returns whether it was placed.
+    pub fn place_file(&mut self, name: &WalFileName, file: SpoolFile) -> Result<bool> {
+        let pg_wal = self
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let in_pg_wal = pg_wal.join(name.to_string());
+        let segment = matches!(name, WalFileName::Segment(_));
+        if !segment || file.tmp.is_some() || exists(&in_pg_wal)? {
+            self.publish_file(name, file)?;
+            return Ok(false);
+        }
+        let io_err = |action, path: &Path, source| Error::LocalIo {
+            action,
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = file
+            .file
+            .metadata()
+            .map_err(|e| io_err("stat", &in_pg_wal, e))?
+            .len();
+        let proc_path = format!("/proc/self/fd/{}", file.file.as_raw_fd());
+        let link =
+            |dest: &Path| rustix::fs::linkat(CWD, &proc_path, CWD, dest, AtFlags::SYMLINK_FOLLOW);
+        let placed = self.placed_path(name);
+        match link(&placed) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                remove_if_present(&placed)?;
+                link(&placed).map_err(|e| io_err("link", &placed, e.into()))?;
+            }
+            Err(e) => return Err(io_err("link", &placed, e.into())),
+        }
+        let status = pg_wal.join("archive_status");
+        if status.is_dir() {
+            let done = status.join(format!("{name}.done"));
+            File::create(&done).map_err(|e| io_err("create", &done, e))?;
+        }
+        match link(&in_pg_wal) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                // PostgreSQL took the name meanwhile (a recycled segment): hand it over the
+                // other way.
+                remove_if_present(&placed)?;
+                self.publish_file(name, file)?;
+                return Ok(false);
+            }
+            Err(e) => {
+                remove_if_present(&placed)?;
+                return Err(io_err("place in pg_wal", &in_pg_wal, e.into()));
+            }
+        }
+        drop(file);
+        self.unmark_pending(name)?;
+        self.hold(name, bytes, true);
+        Ok(true)
+    }
+
+    fn placed_path(&self, name: &WalFileName) -> PathBuf {
+        self.gen_dir.join(format!("{name}{PLACED_SUFFIX}"))
+    }
+
+    /// The link that says `name` is still held in the generation.
+    fn held_path(&self, name: &WalFileName, placed: bool) -> PathBuf {
+        if placed {
+            self.placed_path(name)
+        } else {
+            self.gen_dir.join(name.to_string())
+        }
+    }
+
     /// Deletes a published file that was not taken (replay went past it), freeing its bytes.
+    /// A file placed in `pg_wal` stays there (PostgreSQL removes old segments itself); only
+    /// the generation's link to it goes.
     pub fn discard(&mut self, name: &WalFileName) -> Result<()> {
-        if let Some(Published::Held(bytes)) = self.files.get(name).copied() {
-            remove_if_present(&self.gen_dir.join(name.to_string()))?;
+        if let Some(Published::Held { bytes, placed }) = self.files.get(name).copied() {
+            remove_if_present(&self.held_path(name, placed))?;
             self.files.insert(*name, Published::Taken);
             self.bytes_held -= bytes;
         }
@@ -654,12 +805,11 @@ impl SpoolWriter {
     /// Whether fetch took `name`: published by this writer and no longer in the generation.
     /// One `stat` for a file still held; `false` for a file never published.
     pub fn taken(&mut self, name: &WalFileName) -> Result<bool> {
-        match self.files.get(name) {
+        match self.files.get(name).copied() {
             None => Ok(false),
             Some(Published::Taken) => Ok(true),
-            Some(Published::Held(bytes)) => {
-                let bytes = *bytes;
-                if held(&self.gen_dir, name)? {
+            Some(Published::Held { bytes, placed }) => {
+                if exists(&self.held_path(name, placed))? {
                     return Ok(false);
                 }
                 self.files.insert(*name, Published::Taken);
@@ -672,21 +822,11 @@ impl SpoolWriter {
     /// The bytes of the files published and not yet taken, for the byte budget. One `stat` per
     /// file held.
     pub fn bytes_held(&mut self) -> Result<u64> {
-        let SpoolWriter {
-            gen_dir,
-            files,
-            bytes_held,
-            ..
-        } = self;
-        for (name, state) in files.iter_mut() {
-            if let Published::Held(bytes) = *state
-                && !held(gen_dir, name)?
-            {
-                *state = Published::Taken;
-                *bytes_held -= bytes;
-            }
+        let names: Vec<WalFileName> = self.files.keys().copied().collect();
+        for name in names {
+            self.taken(&name)?;
         }
-        Ok(*bytes_held)
+        Ok(self.bytes_held)
     }
 
     /// Removes the generation and, if it still names this generation, `current`: the pipeline's
@@ -746,20 +886,6 @@ fn remove_if_present(path: &Path) -> Result<()> {
         Err(source) => Err(Error::LocalIo {
             action: "remove",
             path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Whether `name` is still in the generation directory.
-fn held(gen_dir: &Path, name: &WalFileName) -> Result<bool> {
-    let path = gen_dir.join(name.to_string());
-    match fs::symlink_metadata(&path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(Error::LocalIo {
-            action: "stat",
-            path,
             source,
         }),
     }
@@ -1351,6 +1477,101 @@ mod tests {
         let unused = writer.file_maker().create(&wal(SEG4)).unwrap();
         unused.discard();
         assert_eq!(names(&gen_dir), [LOCK.to_owned(), PLANNED.to_owned()]);
+    }
+
+    /// A segment written the way the pipeline does, placed into `pg_wal`.
+    fn place(writer: &mut SpoolWriter, name: &str, data: &[u8]) -> bool {
+        let mut file = writer.file_maker().create(&wal(name)).unwrap();
+        file.file().write_all(data).unwrap();
+        writer.place_file(&wal(name), file).unwrap()
+    }
+
+    #[test]
+    fn placed_segments_are_read_from_pg_wal() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        fs::create_dir(pg_wal.path().join("archive_status")).unwrap();
+        let mut writer = planned_writer(pg_wal.path());
+        writer.mark_pending(&wal(SEG3)).unwrap();
+        assert!(place(&mut writer, SEG3, b"segment three"));
+        assert_eq!(
+            fs::read(pg_wal.path().join(SEG3)).unwrap(),
+            b"segment three"
+        );
+        assert!(
+            pg_wal
+                .path()
+                .join(format!("archive_status/{SEG3}.done"))
+                .exists()
+        );
+        assert!(fs::symlink_metadata(writer.pending_path(&wal(SEG3))).is_err());
+        assert_eq!(writer.bytes_held().unwrap(), 13);
+
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::InPgWal);
+        assert!(!dest.exists(), "the destination is untouched");
+        assert!(writer.taken(&wal(SEG3)).unwrap());
+        assert_eq!(writer.bytes_held().unwrap(), 0);
+        // Asked again: pg_wal still holds it, but the generation no longer vouches for it.
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+
+        // History files are handed over by rename.
+        let history = "00000002.history";
+        let mut file = writer.file_maker().create(&wal(history)).unwrap();
+        file.file().write_all(b"1\t0/3000000\tx\n").unwrap();
+        assert!(!writer.place_file(&wal(history), file).unwrap());
+        assert_eq!(reader.take(&wal(history), &dest).unwrap(), Taken::Served);
+    }
+
+    #[test]
+    fn a_name_taken_in_pg_wal_is_handed_over_by_rename() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = planned_writer(pg_wal.path());
+        // PostgreSQL's own file (a recycled segment, say) under that name is left alone.
+        fs::write(pg_wal.path().join(SEG3), b"postgres's").unwrap();
+        assert!(!place(&mut writer, SEG3, b"segment three"));
+        assert_eq!(fs::read(pg_wal.path().join(SEG3)).unwrap(), b"postgres's");
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert_eq!(fs::read(&dest).unwrap(), b"segment three");
+    }
+
+    #[test]
+    fn a_placed_file_is_vouched_for_only_while_it_is_the_same_file() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let mut writer = planned_writer(pg_wal.path());
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+
+        // Replaced in pg_wal by another file (PostgreSQL recycled it, say): not vouched for.
+        assert!(place(&mut writer, SEG3, b"segment three"));
+        fs::remove_file(pg_wal.path().join(SEG3)).unwrap();
+        fs::write(pg_wal.path().join(SEG3), b"something else").unwrap();
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+
+        // Gone from pg_wal: a miss, unless the pipeline still marks it as on its way.
+        assert!(place(&mut writer, SEG4, b"segment four"));
+        fs::remove_file(pg_wal.path().join(SEG4)).unwrap();
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Miss);
+        writer.mark_pending(&wal(SEG4)).unwrap();
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Pending);
+        writer.unmark_pending(&wal(SEG4)).unwrap();
+
+        // A destination outside pg_wal: PostgreSQL would not look in pg_wal for it.
+        let seg5 = "000000010000000000000005";
+        assert!(place(&mut writer, seg5, b"segment five"));
+        let elsewhere = tempfile::tempdir().unwrap();
+        let outside = elsewhere.path().join("RECOVERYXLOG");
+        assert_eq!(reader.take(&wal(seg5), &outside).unwrap(), Taken::Miss);
+        assert_eq!(reader.take(&wal(seg5), &dest).unwrap(), Taken::InPgWal);
+
+        // A stale generation vouches for nothing, even for its own file still in pg_wal.
+        let seg6 = "000000010000000000000006";
+        assert!(place(&mut writer, seg6, b"segment six"));
+        drop(writer);
+        assert_eq!(reader.take(&wal(seg6), &dest).unwrap(), Taken::NoPipeline);
+        assert_eq!(fs::read(pg_wal.path().join(seg6)).unwrap(), b"segment six");
     }
 
     #[test]

@@ -60,10 +60,13 @@ pub enum StartOutcome {
 /// What [`start`] reports while it waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryProgress {
-    /// WAL files restored from the archive so far.
+    /// WAL files PostgreSQL logged as restored from the archive so far (a segment the
+    /// prefetch pipeline placed in `pg_wal` is read from there and not logged).
     pub restored: u64,
     /// The last one.
     pub last: Option<String>,
+    /// The WAL segment PostgreSQL is replaying, from its startup process's title.
+    pub replaying: Option<String>,
     /// Time since the start.
     pub elapsed: Duration,
 }
@@ -202,10 +205,30 @@ pub async fn start(
             progress(&RecoveryProgress {
                 restored: log.restored,
                 last: log.last_restored.clone(),
+                replaying: replaying(pgdata),
                 elapsed: started.elapsed(),
             });
         }
     }
+}
+
+/// The WAL segment the startup process of the server on `pgdata` is replaying: its title is
+/// `postgres: startup recovering <segment>` (`update_process_title`, on by default).
+fn replaying(pgdata: &Path) -> Option<String> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let postmaster: u32 = text.lines().next()?.trim().parse().ok()?;
+    let children =
+        fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children")).ok()?;
+    children.split_whitespace().find_map(|pid| {
+        let title = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let title = String::from_utf8_lossy(&title);
+        let rest = title
+            .strip_prefix("postgres: ")?
+            .split("startup recovering ")
+            .nth(1)?;
+        let name: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        (name.len() == 24).then_some(name)
+    })
 }
 
 /// The state word of a running server (`starting`, `standby`, `ready`, `stopping`), or
