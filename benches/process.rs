@@ -6,8 +6,10 @@
 //! atomic write of `%p`. `fetch/spooled` is a fetch the WAL prefetch pipeline has already
 //! served: the segment waits, verified, in the spool of a live pipeline (held by this process),
 //! and fetch moves it to `%p` with a rename, without reading its configuration or the
-//! repository.
+//! repository. `fetch/placed` is one the pipeline placed in `pg_wal` itself: fetch checks that
+//! the live pipeline vouches for it and answers "not found", and PostgreSQL reads it there.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,13 +28,17 @@ fn fixture() -> PathBuf {
 }
 
 fn run(program: &str, args: &[&str], repo: &Path) {
+    run_expecting(program, args, repo, 0);
+}
+
+fn run_expecting(program: &str, args: &[&str], repo: &Path, code: i32) {
     let status = Command::new(program)
         .args(args)
         .env("WALFERRY_REPO", format!("file://{}", repo.display()))
         .env("WALFERRY_CONFIG", "/dev/null")
         .status()
         .expect("spawn");
-    assert!(status.success(), "{program} {args:?}: {status}");
+    assert_eq!(status.code(), Some(code), "{program} {args:?}: {status}");
 }
 
 fn processes(c: &mut Criterion) {
@@ -117,6 +123,43 @@ fn processes(c: &mut Criterion) {
     assert!(
         writer.taken(&name).expect("check the spool"),
         "fetch did not take the spooled segment"
+    );
+
+    // A segment the pipeline placed in pg_wal itself: fetch answers "not found" (exit 1) and
+    // PostgreSQL reads the segment there.
+    std::fs::create_dir_all(pg_wal.join("archive_status")).expect("create archive_status");
+    let in_pg_wal = pg_wal.join(SEGMENT);
+    let placed = std::cell::Cell::new(false);
+    group.bench_function("fetch/placed", |b| {
+        b.iter_batched(
+            || {
+                if placed.get() {
+                    assert!(
+                        writer.taken(&name).expect("check the spool"),
+                        "fetch did not vouch for the placed segment"
+                    );
+                }
+                // PostgreSQL has replayed and removed the previous one.
+                let _ = std::fs::remove_file(&in_pg_wal);
+                let mut file = writer.file_maker().create(&name).expect("create");
+                file.file().write_all(&content).expect("write");
+                assert!(writer.place_file(&name, file).expect("place"));
+                placed.set(true);
+            },
+            |()| {
+                run_expecting(
+                    RESTORE,
+                    &["fetch", SEGMENT, spooled_dest_str, "--pgdata", pgdata_str],
+                    &archived,
+                    1,
+                );
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    assert!(
+        writer.taken(&name).expect("check the spool"),
+        "fetch did not vouch for the placed segment"
     );
     group.finish();
 }

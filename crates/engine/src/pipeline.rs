@@ -737,6 +737,7 @@ impl Control {
                     self.failed += 1;
                     self.writer.unmark_pending(&item.name)?;
                     self.work.remove(&index);
+                    self.attempts.remove(&index);
                 }
             }
         }
@@ -775,6 +776,7 @@ impl Control {
                     self.writer.discard(&name)?;
                     self.held.remove(&index);
                     self.work.remove(&index);
+                    self.attempts.remove(&index);
                 }
             }
         }
@@ -786,6 +788,7 @@ impl Control {
         self.max_taken = Some(self.max_taken.map_or(index, |max| max.max(index)));
         self.watch.activity(at);
         let item = self.work.remove(&index);
+        self.attempts.remove(&index);
         if item.is_some_and(|item| item.segment) {
             self.taken_segments += 1;
             self.first_take.get_or_insert(at);

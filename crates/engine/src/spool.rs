@@ -5,14 +5,23 @@
 //! nothing is resolved, paths are only joined):
 //!
 //! ```text
-//! <pg_wal>/walferry-spool/
-//!     current                           "3f9c0a1b2c3d4e5f\n": the generation to serve from
-//!     3f9c0a1b2c3d4e5f/                 the generation of the running pipeline
-//!         lock                          locked (exclusive) while the pipeline runs
-//!         000000010000000000000003      published: complete, verified, ready to be taken
-//!         000000010000000000000004.pending -> pending
+//! <pg_wal>/
+//!     000000010000000000000005          placed: a verified segment under its own name, where
+//!                                       PostgreSQL reads it when the archive says "not found"
+//!     archive_status/000000010000000000000005.done
+//!     walferry-spool/
+//!         current                       "3f9c0a1b2c3d4e5f\n": the generation to serve from
+//!         started                       when a fetch last started a pipeline
+//!         3f9c0a1b2c3d4e5f/             the generation of the running pipeline
+//!             lock                      locked (exclusive) while the pipeline runs
+//!             planned                   the pipeline has planned its work
+//!             00000002.history          published: complete, verified, to be renamed to %p
+//!             000000010000000000000005.placed
+//!                                       a link to the placed segment: the pipeline vouches
+//!                                       for it until fetch hands it over
+//!             000000010000000000000006.pending -> pending
 //!                                       a symbolic link: the pipeline is fetching this file
-//!     0a1b2c3d4e5f6071/                 stale: its pipeline died; the next one removes it
+//!         0a1b2c3d4e5f6071/             stale: its pipeline died; the next one removes it
 //! ```
 //!
 //! A file being written has no name at all (`O_TMPFILE`) until it is published: its name is
@@ -32,7 +41,9 @@
 //!   and removes every other generation. It fails with [`Error::SpoolBusy`] when another
 //!   generation's lock is held: one pipeline per data directory.
 //! - [`SpoolWriter::publish`] renames a complete file into the generation: a reader sees either
-//!   no file or the whole file under a WAL file name.
+//!   no file or the whole file under a WAL file name. [`SpoolWriter::place_file`] links a
+//!   complete segment into `pg_wal` under its own name (where the name is free) and keeps a
+//!   `.placed` link to it in the generation.
 //! - [`SpoolReader::take`] serves a file only from a *live* generation: the one `current`
 //!   names, whose lock its pipeline holds at the moment of the check. A file found there is
 //!   safe to hand to PostgreSQL because only the running pipeline writes into its own
@@ -42,7 +53,11 @@
 //!   once: its pipeline is gone, and with it the knowledge of which recovery (repository,
 //!   timeline) they were fetched for. The reader leaves a stale generation alone; the next
 //!   pipeline removes it. If the pipeline dies between the check and the rename, the file
-//!   served is still one it verified for this recovery.
+//!   served is still one it verified for this recovery. A placed segment is vouched for
+//!   ([`Taken::InPgWal`]) only while the live generation's `.placed` link and `pg_wal`'s entry
+//!   are the same file: a segment PostgreSQL recycled under that name, or one a dead pipeline
+//!   placed, is never vouched for, and is then fetched from the repository, whose copy
+//!   PostgreSQL puts in its place.
 //!
 //! # Locks
 //!
@@ -57,8 +72,10 @@
 //! clearing it away, would for that moment make it look live to another reader, and a stale
 //! file could be served.)
 //!
-//! Nothing in the spool is fsynced except `current`: PostgreSQL makes a restored file durable
-//! itself, and after a crash every generation is stale anyway.
+//! The pipeline syncs each file before it names it (PostgreSQL syncs a file a
+//! `restore_command` hands it anyway, and a placed segment must be durable before PostgreSQL
+//! can find it under its name), and `current` when it writes it; nothing else is synced: after
+//! a crash every generation is stale.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -458,14 +475,13 @@ fn new_generation_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// The state of a file the writer published.
+/// A file the writer published and fetch has not taken yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Published {
-    /// In the generation, this many bytes; `placed` when the file is in `pg_wal` under its own
-    /// name and the generation holds its `.placed` link.
-    Held { bytes: u64, placed: bool },
-    /// Taken by fetch.
-    Taken,
+struct Held {
+    /// Its size.
+    bytes: u64,
+    /// Placed in `pg_wal` under its own name, with a `.placed` link in the generation.
+    placed: bool,
 }
 
 /// The pipeline side of the spool: owns one generation for as long as it lives.
@@ -480,7 +496,9 @@ pub struct SpoolWriter {
     gen_dir: PathBuf,
     /// Holds the generation's lock until the writer is dropped.
     lock: File,
-    files: HashMap<WalFileName, Published>,
+    /// The files published and not taken yet; a file is forgotten once taken or discarded,
+    /// so the writer's memory does not grow with the recovery.
+    files: HashMap<WalFileName, Held>,
     bytes_held: u64,
 }
 
@@ -698,10 +716,8 @@ impl SpoolWriter {
 
     /// Counts `name` as held: `bytes` ahead of replay until it is taken.
     fn hold(&mut self, name: &WalFileName, bytes: u64, placed: bool) {
-        if let Some(Published::Held { bytes: old, .. }) =
-            self.files.insert(*name, Published::Held { bytes, placed })
-        {
-            self.bytes_held -= old;
+        if let Some(old) = self.files.insert(*name, Held { bytes, placed }) {
+            self.bytes_held -= old.bytes;
         }
         self.bytes_held += bytes;
     }
@@ -794,29 +810,27 @@ impl SpoolWriter {
     /// A file placed in `pg_wal` stays there (PostgreSQL removes old segments itself); only
     /// the generation's link to it goes.
     pub fn discard(&mut self, name: &WalFileName) -> Result<()> {
-        if let Some(Published::Held { bytes, placed }) = self.files.get(name).copied() {
-            remove_if_present(&self.held_path(name, placed))?;
-            self.files.insert(*name, Published::Taken);
-            self.bytes_held -= bytes;
+        if let Some(held) = self.files.get(name).copied() {
+            remove_if_present(&self.held_path(name, held.placed))?;
+            self.files.remove(name);
+            self.bytes_held -= held.bytes;
         }
         Ok(())
     }
 
-    /// Whether fetch took `name`: published by this writer and no longer in the generation.
-    /// One `stat` for a file still held; `false` for a file never published.
+    /// Whether fetch has taken `name`, a file this writer published and still held: it is no
+    /// longer in the generation. Then the writer forgets it: asked again, or for a file it
+    /// never published, the answer is `false`. One `stat`.
     pub fn taken(&mut self, name: &WalFileName) -> Result<bool> {
-        match self.files.get(name).copied() {
-            None => Ok(false),
-            Some(Published::Taken) => Ok(true),
-            Some(Published::Held { bytes, placed }) => {
-                if exists(&self.held_path(name, placed))? {
-                    return Ok(false);
-                }
-                self.files.insert(*name, Published::Taken);
-                self.bytes_held -= bytes;
-                Ok(true)
-            }
+        let Some(held) = self.files.get(name).copied() else {
+            return Ok(false);
+        };
+        if exists(&self.held_path(name, held.placed))? {
+            return Ok(false);
         }
+        self.files.remove(name);
+        self.bytes_held -= held.bytes;
+        Ok(true)
     }
 
     /// The bytes of the files published and not yet taken, for the byte budget. One `stat` per
@@ -1330,8 +1344,10 @@ mod tests {
         assert!(!writer.taken(&wal(SEG3)).unwrap());
 
         assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
-        assert_eq!(writer.bytes_held().unwrap(), 5);
         assert!(writer.taken(&wal(SEG3)).unwrap());
+        // Then forgotten.
+        assert!(!writer.taken(&wal(SEG3)).unwrap());
+        assert_eq!(writer.bytes_held().unwrap(), 5);
         assert!(!writer.taken(&wal(SEG4)).unwrap());
         assert!(!writer.taken(&wal("000000010000000000000005")).unwrap());
 
