@@ -6,8 +6,9 @@
 //! atomic write of `%p`. `fetch/spooled` is a fetch the WAL prefetch pipeline has already
 //! served: the segment waits, verified, in the spool of a live pipeline (held by this process),
 //! and fetch moves it to `%p` with a rename, without reading its configuration or the
-//! repository. `fetch/placed` is one the pipeline placed in `pg_wal` itself: fetch checks that
-//! the live pipeline vouches for it and answers "not found", and PostgreSQL reads it there.
+//! repository. `fetch/placed` is the same with placing allowed: fetch moves the segment into
+//! `pg_wal` under its own name (a link, a `.done` status file, a sync of `pg_wal`) and answers
+//! "not found", and PostgreSQL reads it there.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,7 @@ fn processes(c: &mut Criterion) {
     // A segment the pipeline placed in pg_wal itself: fetch answers "not found" (exit 1) and
     // PostgreSQL reads the segment there.
     std::fs::create_dir_all(pg_wal.join("archive_status")).expect("create archive_status");
+    writer.allow_placing().expect("allow placing");
     let in_pg_wal = pg_wal.join(SEGMENT);
     let placed = std::cell::Cell::new(false);
     group.bench_function("fetch/placed", |b| {
@@ -136,14 +138,14 @@ fn processes(c: &mut Criterion) {
                 if placed.get() {
                     assert!(
                         writer.taken(&name).expect("check the spool"),
-                        "fetch did not vouch for the placed segment"
+                        "fetch did not place the segment"
                     );
                 }
                 // PostgreSQL has replayed and removed the previous one.
                 let _ = std::fs::remove_file(&in_pg_wal);
                 let mut file = writer.file_maker().create(&name).expect("create");
                 file.file().write_all(&content).expect("write");
-                assert!(writer.place_file(&name, file).expect("place"));
+                writer.publish_file(&name, file).expect("publish");
                 placed.set(true);
             },
             |()| {
@@ -159,7 +161,7 @@ fn processes(c: &mut Criterion) {
     });
     assert!(
         writer.taken(&name).expect("check the spool"),
-        "fetch did not vouch for the placed segment"
+        "fetch did not place the segment"
     );
     group.finish();
 }

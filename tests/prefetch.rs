@@ -219,17 +219,12 @@ fn current_generation(pgdata: &Path) -> String {
     }
 }
 
-/// The WAL files a spool generation in directory `dir` holds, to be renamed to `%p` or placed
-/// in `pg_wal` (its `.placed` links), sorted.
+/// The WAL files a spool generation in directory `dir` holds, sorted.
 fn wal_files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .map(|name| match name.strip_suffix(".placed") {
-                    Some(placed) => placed.to_owned(),
-                    None => name,
-                })
                 .filter(|name| walferry_wal::WalFileName::parse(name).is_ok())
                 .collect()
         })
@@ -545,14 +540,14 @@ fn a_stale_spool_is_never_served() {
     for name in &planted {
         std::fs::write(stale_dir.join(name), format!("garbage, not {name}\n")).unwrap();
     }
-    // And garbage in pg_wal itself under segment names, vouched for by `.placed` links of the
-    // stale generation: fetch must never answer "not found" for them, which would make
-    // PostgreSQL read them.
+    // The stale generation allowed placing in pg_wal, and pg_wal itself holds garbage under
+    // segment names: fetch must never answer "not found" for those names, which would make
+    // PostgreSQL read the garbage; a file it hands over must replace it.
+    std::fs::write(stale_dir.join("place"), b"").unwrap();
     let segments: Vec<&String> = planted.iter().filter(|n| n.len() == 24).collect();
     for name in &segments[1..] {
         let in_pg_wal = pgdata.join("pg_wal").join(name.as_str());
         std::fs::write(&in_pg_wal, format!("garbage in pg_wal, not {name}\n")).unwrap();
-        std::fs::hard_link(&in_pg_wal, stale_dir.join(format!("{name}.placed"))).unwrap();
     }
     walferry_testutil::pg::chown_to_cluster_user(&pgdata.join("pg_wal")).unwrap();
     std::fs::write(stale_dir.join("lock"), b"").unwrap();

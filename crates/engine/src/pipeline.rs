@@ -457,6 +457,8 @@ struct Control {
     last_sweep: Instant,
     /// Cancels the downloads when the pipeline stops.
     stop: CancellationToken,
+    /// Whether fetch may place segments in pg_wal was decided.
+    placing_decided: bool,
 }
 
 /// How long a stopping pipeline waits for its downloads to end.
@@ -504,6 +506,7 @@ impl Control {
             downloaded: 0,
             last_sweep: Instant::now(),
             stop: CancellationToken::new(),
+            placing_decided: false,
         }
     }
 
@@ -628,6 +631,18 @@ impl Control {
                 self.drain(&mut tasks).await;
                 return Ok(stop);
             }
+            // Once recovery is configured (the restore that started it has written the
+            // configuration), decide how fetch hands segments over.
+            if !self.placing_decided && self.watch.saw_signal {
+                self.placing_decided = true;
+                if placing_allowed(&self.options.pgdata) {
+                    self.writer.allow_placing()?;
+                } else {
+                    info!(
+                        "archive_mode is 'always' or unknown: segments are handed over by rename"
+                    );
+                }
+            }
         }
     }
 
@@ -705,9 +720,7 @@ impl Control {
         }
         match result {
             Ok(fetched) => {
-                // Segments go straight into pg_wal where the name is free; see
-                // `SpoolWriter::place_file`.
-                self.writer.place_file(&item.name, fetched.file)?;
+                self.writer.publish_file(&item.name, fetched.file)?;
                 self.downloaded += fetched.downloaded;
                 self.published += 1;
                 if item.segment {
@@ -894,31 +907,98 @@ fn free_bytes(path: &Path) -> Option<u64> {
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
-/// `recovery_target_timeline` as a number, from the data directory's `postgresql.conf` and
-/// `postgresql.auto.conf` (the last setting wins, as in PostgreSQL); `None` for `latest`,
-/// `current`, no setting, or anything this simple reading does not understand (such as an
-/// `include` holding it): the pipeline then follows the newest timeline, a guess that costs
-/// only speed when wrong, because fetch downloads whatever is not in the spool.
-fn configured_timeline(pgdata: &Path) -> Option<TimelineId> {
-    let mut value: Option<String> = None;
-    for file in ["postgresql.conf", "postgresql.auto.conf"] {
-        let Ok(text) = fs::read_to_string(pgdata.join(file)) else {
-            continue;
+/// The value of setting `name` in the data directory's configuration, as PostgreSQL reads it:
+/// `postgresql.conf` (following `include`, `include_if_exists` and `include_dir`), then
+/// `postgresql.auto.conf`, the last setting winning. `Ok(None)` when nothing sets it;
+/// `Err(())` when a file that should be read cannot be, so that the value is unknown. A
+/// simple reading: a value is what follows `=` up to a `#`, without quotes.
+fn configured(pgdata: &Path, name: &str) -> std::result::Result<Option<String>, ()> {
+    let mut value = None;
+    read_conf(&pgdata.join("postgresql.conf"), name, &mut value, 0)?;
+    let auto = pgdata.join("postgresql.auto.conf");
+    if auto.exists() {
+        read_conf(&auto, name, &mut value, 0)?;
+    }
+    Ok(value)
+}
+
+/// Reads `path` for [`configured`]; `depth` bounds nested includes as PostgreSQL does.
+fn read_conf(
+    path: &Path,
+    name: &str,
+    value: &mut Option<String>,
+    depth: u32,
+) -> std::result::Result<(), ()> {
+    if depth > 10 {
+        return Err(());
+    }
+    let text = fs::read_to_string(path).map_err(|_| ())?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let (key, rest) = match line.split_once(|c: char| c == '=' || c.is_whitespace()) {
+            Some((key, rest)) => (key.trim(), rest.trim().trim_start_matches('=').trim()),
+            None => continue,
         };
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            let Some(rest) = line.strip_prefix("recovery_target_timeline") else {
-                continue;
-            };
-            let rest = rest.trim_start();
-            let rest = rest.strip_prefix('=').unwrap_or(rest).trim();
-            value = Some(rest.trim_matches('\'').to_owned());
+        let unquoted = rest.trim_matches('\'').to_owned();
+        match key {
+            "include" | "include_if_exists" => {
+                let included = dir.join(&unquoted);
+                if key == "include_if_exists" && !included.exists() {
+                    continue;
+                }
+                read_conf(&included, name, value, depth + 1)?;
+            }
+            "include_dir" => {
+                let included = dir.join(&unquoted);
+                let mut files: Vec<PathBuf> = fs::read_dir(&included)
+                    .map_err(|_| ())?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension().is_some_and(|e| e == "conf")
+                            && !p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    })
+                    .collect();
+                files.sort();
+                for file in files {
+                    read_conf(&file, name, value, depth + 1)?;
+                }
+            }
+            key if key.eq_ignore_ascii_case(name) => *value = Some(unquoted),
+            _ => {}
         }
     }
-    value?
+    Ok(())
+}
+
+/// `recovery_target_timeline` as a number; `None` for `latest`, `current`, no setting, or a
+/// configuration that cannot be read: the pipeline then follows the newest timeline, a guess
+/// that costs only speed when wrong, because fetch downloads whatever the spool lacks.
+fn configured_timeline(pgdata: &Path) -> Option<TimelineId> {
+    configured(pgdata, "recovery_target_timeline")
+        .ok()
+        .flatten()?
         .parse::<u32>()
         .ok()
         .and_then(|n| TimelineId::new(n).ok())
+}
+
+/// Whether fetch may hand segments over in `pg_wal` itself: the server does not archive the
+/// files it restores (`archive_mode` is not `always`). PostgreSQL marks a file it restored
+/// archived (`.done`) unless `archive_mode = always`, when it archives it again; a segment
+/// read from `pg_wal` is marked `.done` by fetch, so with `always` (or a configuration that
+/// cannot be read) segments are handed over by rename.
+fn placing_allowed(pgdata: &Path) -> bool {
+    match configured(pgdata, "archive_mode") {
+        Ok(None) => true,
+        Ok(Some(mode)) => matches!(
+            mode.to_ascii_lowercase().as_str(),
+            "on" | "off" | "true" | "false" | "yes" | "no" | "1" | "0"
+        ),
+        Err(()) => false,
+    }
 }
 
 /// Where the work list comes from: for a restore, the history file of the target timeline
@@ -1100,7 +1180,13 @@ mod tests {
     fn data_directory() -> tempfile::TempDir {
         let pgdata = tempfile::tempdir().unwrap();
         fs::create_dir(pgdata.path().join("pg_wal")).unwrap();
+        fs::create_dir(pgdata.path().join("pg_wal/archive_status")).unwrap();
         fs::write(pgdata.path().join("recovery.signal"), b"").unwrap();
+        fs::write(
+            pgdata.path().join("postgresql.conf"),
+            b"archive_mode = on\n",
+        )
+        .unwrap();
         pgdata
     }
 
@@ -1218,17 +1304,12 @@ mod tests {
         }
     }
 
-    /// The WAL files published in the generation at `gen_dir` and not taken yet, sorted:
-    /// those to be renamed to `%p`, and those placed in `pg_wal` (their `.placed` links).
+    /// The WAL files published in the generation at `gen_dir` and not taken yet, sorted.
     fn published(gen_dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(gen_dir)
             .map(|entries| {
                 entries
                     .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .map(|name| match name.strip_suffix(".placed") {
-                        Some(placed) => placed.to_owned(),
-                        None => name,
-                    })
                     .filter(|name| WalFileName::parse(name).is_ok())
                     .collect()
             })
@@ -1466,5 +1547,45 @@ mod tests {
         assert_eq!(report.taken, 6);
         assert!(stopped - last_take >= idle, "{:?}", stopped - last_take);
         assert!(!gen_dir.exists());
+    }
+
+    #[test]
+    fn reads_settings_as_postgresql_does() {
+        let pgdata = tempfile::tempdir().unwrap();
+        let dir = pgdata.path();
+        // No postgresql.conf: unknown.
+        assert_eq!(configured(dir, "archive_mode"), Err(()));
+        assert!(!placing_allowed(dir));
+
+        fs::write(
+            dir.join("postgresql.conf"),
+            "# archive_mode = always\nshared_buffers = 1GB\narchive_mode = on   # on\n\
+             include = 'extra.conf'\ninclude_if_exists = 'missing.conf'\ninclude_dir 'conf.d'\n",
+        )
+        .unwrap();
+        fs::write(dir.join("extra.conf"), "recovery_target_timeline = '3'\n").unwrap();
+        fs::create_dir(dir.join("conf.d")).unwrap();
+        fs::write(dir.join("conf.d/b.conf"), "archive_mode = 'always'\n").unwrap();
+        fs::write(dir.join("conf.d/a.conf"), "archive_mode = off\n").unwrap();
+        fs::write(dir.join("conf.d/c.txt"), "archive_mode = on\n").unwrap();
+        assert_eq!(configured(dir, "archive_mode"), Ok(Some("always".into())));
+        assert!(!placing_allowed(dir));
+        assert_eq!(configured_timeline(dir).map(TimelineId::get), Some(3));
+
+        // postgresql.auto.conf is read last and wins.
+        fs::write(
+            dir.join("postgresql.auto.conf"),
+            "ARCHIVE_MODE = 'on'\nrecovery_target_timeline = 'latest'\n",
+        )
+        .unwrap();
+        assert_eq!(configured(dir, "archive_mode"), Ok(Some("on".into())));
+        assert!(placing_allowed(dir));
+        assert_eq!(configured_timeline(dir), None);
+        assert_eq!(configured(dir, "wal_level"), Ok(None));
+
+        // An include that cannot be read makes every value unknown.
+        fs::write(dir.join("postgresql.conf"), "include = 'nowhere.conf'\n").unwrap();
+        assert_eq!(configured(dir, "archive_mode"), Err(()));
+        assert!(!placing_allowed(dir));
     }
 }

@@ -6,8 +6,7 @@
 //!
 //! ```text
 //! <pg_wal>/
-//!     000000010000000000000005          placed: a verified segment under its own name, where
-//!                                       PostgreSQL reads it when the archive says "not found"
+//!     000000010000000000000005          a segment fetch placed here when PostgreSQL asked
 //!     archive_status/000000010000000000000005.done
 //!     walferry-spool/
 //!         current                       "3f9c0a1b2c3d4e5f\n": the generation to serve from
@@ -15,11 +14,9 @@
 //!         3f9c0a1b2c3d4e5f/             the generation of the running pipeline
 //!             lock                      locked (exclusive) while the pipeline runs
 //!             planned                   the pipeline has planned its work
-//!             00000002.history          published: complete, verified, to be renamed to %p
-//!             000000010000000000000005.placed
-//!                                       a link to the placed segment: the pipeline vouches
-//!                                       for it until fetch hands it over
-//!             000000010000000000000006.pending -> pending
+//!             place                     fetch may hand segments over in pg_wal itself
+//!             000000010000000000000006  published: complete, verified, synced, ready
+//!             000000010000000000000007.pending -> pending
 //!                                       a symbolic link: the pipeline is fetching this file
 //!         0a1b2c3d4e5f6071/             stale: its pipeline died; the next one removes it
 //! ```
@@ -41,9 +38,7 @@
 //!   and removes every other generation. It fails with [`Error::SpoolBusy`] when another
 //!   generation's lock is held: one pipeline per data directory.
 //! - [`SpoolWriter::publish`] renames a complete file into the generation: a reader sees either
-//!   no file or the whole file under a WAL file name. [`SpoolWriter::place_file`] links a
-//!   complete segment into `pg_wal` under its own name (where the name is free) and keeps a
-//!   `.placed` link to it in the generation.
+//!   no file or the whole file under a WAL file name.
 //! - [`SpoolReader::take`] serves a file only from a *live* generation: the one `current`
 //!   names, whose lock its pipeline holds at the moment of the check. A file found there is
 //!   safe to hand to PostgreSQL because only the running pipeline writes into its own
@@ -53,11 +48,16 @@
 //!   once: its pipeline is gone, and with it the knowledge of which recovery (repository,
 //!   timeline) they were fetched for. The reader leaves a stale generation alone; the next
 //!   pipeline removes it. If the pipeline dies between the check and the rename, the file
-//!   served is still one it verified for this recovery. A placed segment is vouched for
-//!   ([`Taken::InPgWal`]) only while the live generation's `.placed` link and `pg_wal`'s entry
-//!   are the same file: a segment PostgreSQL recycled under that name, or one a dead pipeline
-//!   placed, is never vouched for, and is then fetched from the repository, whose copy
-//!   PostgreSQL puts in its place.
+//!   served is still one it verified for this recovery.
+//! - A segment is handed over either by a rename to `%p` ([`Taken::Served`]), or, when the
+//!   pipeline allows it ([`SpoolWriter::allow_placing`]) and `%p` is in `pg_wal`, moved into
+//!   `pg_wal` under its own name ([`Taken::InPgWal`]): linked there (never over a file
+//!   already there), marked `archive_status/<name>.done`, removed from the generation, and
+//!   `pg_wal` synced; fetch then answers "not found" and PostgreSQL, in archive recovery, reads
+//!   the segment from `pg_wal`. Only the segment PostgreSQL asked for is placed, at the
+//!   moment it asks, exactly as PostgreSQL itself keeps a file it restored in `pg_wal`; it is
+//!   spared what PostgreSQL does with every file a `restore_command` hands it (sync it,
+//!   rename it, sync the directory).
 //!
 //! # Locks
 //!
@@ -74,8 +74,8 @@
 //!
 //! The pipeline syncs each file before it names it (PostgreSQL syncs a file a
 //! `restore_command` hands it anyway, and a placed segment must be durable before PostgreSQL
-//! can find it under its name), and `current` when it writes it; nothing else is synced: after
-//! a crash every generation is stale.
+//! reads it from `pg_wal`), `current` when it writes it, and fetch syncs `pg_wal` after placing
+//! a segment there; nothing else is synced: after a crash every generation is stale.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -107,8 +107,8 @@ const GENERATION_LEN: usize = 16;
 /// The marker a pipeline keeps beside a file it is fetching: `<name>.pending`.
 const PENDING_SUFFIX: &str = ".pending";
 
-/// The link a generation keeps to a file it placed in `pg_wal`: `<name>.placed`.
-const PLACED_SUFFIX: &str = ".placed";
+/// The file in a generation that lets fetch place segments in `pg_wal` itself.
+const PLACE: &str = "place";
 
 /// Where a pending mark points; the target never exists.
 const PENDING_TARGET: &str = "pending";
@@ -125,6 +125,7 @@ const PLANNED: &str = "planned";
 #[derive(Debug, Clone)]
 pub struct FileMaker {
     gen_dir: PathBuf,
+    mode: Mode,
 }
 
 impl FileMaker {
@@ -132,7 +133,7 @@ impl FileMaker {
     /// into the generation.
     pub fn create(&self, name: &WalFileName) -> Result<SpoolFile> {
         let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
-        match rustix::fs::open(&self.gen_dir, flags, Mode::RUSR | Mode::WUSR) {
+        match rustix::fs::open(&self.gen_dir, flags, self.mode) {
             Ok(fd) => {
                 return Ok(SpoolFile {
                     file: File::from(fd),
@@ -194,8 +195,9 @@ impl SpoolFile {
 pub enum Taken {
     /// The file was renamed from the live generation to the destination.
     Served,
-    /// The live generation placed the file in `pg_wal` under its own name, where PostgreSQL
-    /// reads it when `restore_command` answers "not found"; the destination is untouched.
+    /// The file was moved from the live generation into `pg_wal` under its own name, where
+    /// PostgreSQL reads it when `restore_command` answers "not found"; the destination is
+    /// untouched.
     InPgWal,
     /// The live generation does not hold the file yet, but its pipeline is fetching it.
     Pending,
@@ -247,28 +249,17 @@ impl SpoolReader {
             return Ok(Taken::NoPipeline);
         }
         path.set_file_name(name.to_string());
+        if let WalFileName::Segment(_) = name
+            && let Some(taken) = self.place(name, generation, &mut path, dest)?
+        {
+            return Ok(taken);
+        }
         match fs::rename(&path, dest) {
             Ok(()) => {
                 debug!(file = %name, generation, "served from the spool");
                 Ok(Taken::Served)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                path.set_file_name(format!("{name}{PLACED_SUFFIX}"));
-                if let Some(taken) = self.take_placed(name, generation, &path, dest)? {
-                    return Ok(taken);
-                }
-                path.set_file_name(format!("{name}{PENDING_SUFFIX}"));
-                if exists(&path)? {
-                    return Ok(Taken::Pending);
-                }
-                // A pipeline still planning has marked nothing yet: wait for its plan.
-                path.set_file_name(PLANNED);
-                if exists(&path)? {
-                    Ok(Taken::Miss)
-                } else {
-                    Ok(Taken::Pending)
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.not_published(name, &mut path),
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
                 warn!(
                     file = %name,
@@ -284,55 +275,85 @@ impl SpoolReader {
             }),
         }
     }
+
+    /// The answer for a file the live generation does not hold (`path` is where it would
+    /// be): [`Taken::Pending`] while it is marked as on its way or the pipeline has not planned
+    /// its work yet, else [`Taken::Miss`].
+    fn not_published(&self, name: &WalFileName, path: &mut PathBuf) -> Result<Taken> {
+        path.set_file_name(format!("{name}{PENDING_SUFFIX}"));
+        if exists(path)? {
+            return Ok(Taken::Pending);
+        }
+        // A pipeline still planning has marked nothing yet: wait for its plan.
+        path.set_file_name(PLANNED);
+        if exists(path)? {
+            Ok(Taken::Miss)
+        } else {
+            Ok(Taken::Pending)
+        }
+    }
 }
 
 impl SpoolReader {
-    /// The answer for a file the live generation placed in `pg_wal` (its link at `placed`):
-    /// [`Taken::InPgWal`] when `pg_wal` holds that very file under `name` and `dest` is in
-    /// `pg_wal` (where PostgreSQL's `%p` is), after removing the link so that the pipeline
-    /// sees it taken; [`Taken::Miss`] when `pg_wal` holds something else under that name (the
-    /// file is then fetched from the repository); `None` when nothing was placed or `pg_wal`
-    /// holds nothing under that name.
-    fn take_placed(
+    /// Hands segment `name` (published at `path` in the live generation `generation`) over in
+    /// `pg_wal` itself, when the pipeline allows it and `dest` is in `pg_wal`: links it there
+    /// under its own name, marks it `archive_status/<name>.done` as PostgreSQL marks a file it
+    /// restored, removes it from the generation and syncs `pg_wal`, then answers
+    /// [`Taken::InPgWal`]. `None` when it is not handed over that way: placing is not allowed,
+    /// `dest` is elsewhere, `pg_wal` already holds a file of that name (PostgreSQL's own), or
+    /// the link fails; the caller then renames it to `dest`.
+    fn place(
         &self,
         name: &WalFileName,
         generation: &str,
-        placed: &Path,
+        path: &mut PathBuf,
         dest: &Path,
     ) -> Result<Option<Taken>> {
         use std::os::unix::fs::MetadataExt;
-        let check = |path: &Path| match fs::metadata(path) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::LocalIo {
-                action: "check",
-                path: path.to_owned(),
-                source,
-            }),
-        };
-        let Some(link) = check(placed)? else {
+        path.set_file_name(PLACE);
+        let allowed = exists(path)?;
+        path.set_file_name(name.to_string());
+        if !allowed {
             return Ok(None);
-        };
+        }
         let pg_wal = self.dir.parent().unwrap_or(Path::new("."));
-        // Not there (yet): the pipeline is placing it (still marked pending), or PostgreSQL
-        // removed it since; the pending mark decides.
-        let Some(file) = check(&pg_wal.join(name.to_string()))? else {
-            return Ok(None);
-        };
-        let same_file = (file.dev(), file.ino()) == (link.dev(), link.ino());
         let dest_dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let dest_in_pg_wal = match (check(dest_dir)?, check(pg_wal)?) {
-            (Some(d), Some(w)) => (d.dev(), d.ino()) == (w.dev(), w.ino()),
+        let same_dir = match (fs::metadata(dest_dir), fs::metadata(pg_wal)) {
+            (Ok(d), Ok(w)) => (d.dev(), d.ino()) == (w.dev(), w.ino()),
             _ => false,
         };
-        if !same_file || !dest_in_pg_wal {
-            debug!(file = %name, same_file, dest_in_pg_wal, "placed in pg_wal but not handed over that way");
-            return Ok(Some(Taken::Miss));
+        if !same_dir {
+            return Ok(None);
         }
-        remove_if_present(placed)?;
+        let in_pg_wal = pg_wal.join(name.to_string());
+        match fs::hard_link(&*path, &in_pg_wal) {
+            Ok(()) => {}
+            // Not published: the caller's rename finds that out too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                debug!(file = %name, "not placed in pg_wal ({e}); handing it over by rename");
+                return Ok(None);
+            }
+        }
+        let done = pg_wal.join("archive_status").join(format!("{name}.done"));
+        if let Err(e) = File::create(&done) {
+            // Only costs PostgreSQL archiving the segment again.
+            warn!(path = %done.display(), "could not mark the segment as archived: {e}");
+        }
+        // The pipeline notices it taken; gone already if it discarded it meanwhile.
+        remove_if_present(path)?;
+        // As PostgreSQL syncs pg_wal after naming a restored file: crash recovery after the
+        // end of archive recovery may need it.
+        File::open(pg_wal)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| Error::LocalIo {
+                action: "sync",
+                path: pg_wal.to_owned(),
+                source,
+            })?;
         debug!(file = %name, generation, placed = true, "served from the spool");
         Ok(Some(Taken::InPgWal))
     }
@@ -475,15 +496,6 @@ fn new_generation_id() -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// A file the writer published and fetch has not taken yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Held {
-    /// Its size.
-    bytes: u64,
-    /// Placed in `pg_wal` under its own name, with a `.placed` link in the generation.
-    placed: bool,
-}
-
 /// The pipeline side of the spool: owns one generation for as long as it lives.
 ///
 /// Dropping the writer without [`remove`](SpoolWriter::remove) releases the lock and leaves a
@@ -496,9 +508,9 @@ pub struct SpoolWriter {
     gen_dir: PathBuf,
     /// Holds the generation's lock until the writer is dropped.
     lock: File,
-    /// The files published and not taken yet; a file is forgotten once taken or discarded,
-    /// so the writer's memory does not grow with the recovery.
-    files: HashMap<WalFileName, Held>,
+    /// The files published and not taken yet, with their sizes; a file is forgotten once taken
+    /// or discarded, so the writer's memory does not grow with the recovery.
+    files: HashMap<WalFileName, u64>,
     bytes_held: u64,
 }
 
@@ -630,7 +642,7 @@ impl SpoolWriter {
             .map_err(|e| io_err("publish to the spool", e))?;
         // After the rename: a fetch that saw the mark finds the file once the mark is gone.
         self.unmark_pending(name)?;
-        self.hold(name, bytes, false);
+        self.hold(name, bytes);
         Ok(())
     }
 
@@ -666,8 +678,21 @@ impl SpoolWriter {
 
     /// What creates files to publish into this generation, for the threads that write them.
     pub fn file_maker(&self) -> FileMaker {
+        use std::os::unix::fs::PermissionsExt;
+        // As PostgreSQL creates WAL files: readable by the group when the data directory is
+        // (initdb --allow-group-access), by the owner only otherwise.
+        let group = self
+            .dir
+            .parent()
+            .and_then(|pg_wal| fs::metadata(pg_wal).ok())
+            .is_some_and(|m| m.permissions().mode() & 0o040 != 0);
         FileMaker {
             gen_dir: self.gen_dir.clone(),
+            mode: if group {
+                Mode::RUSR | Mode::WUSR | Mode::RGRP
+            } else {
+                Mode::RUSR | Mode::WUSR
+            },
         }
     }
 
@@ -700,7 +725,7 @@ impl SpoolWriter {
         }
         drop(file);
         self.unmark_pending(name)?;
-        self.hold(name, bytes, false);
+        self.hold(name, bytes);
         Ok(())
     }
 
@@ -715,105 +740,33 @@ impl SpoolWriter {
     }
 
     /// Counts `name` as held: `bytes` ahead of replay until it is taken.
-    fn hold(&mut self, name: &WalFileName, bytes: u64, placed: bool) {
-        if let Some(old) = self.files.insert(*name, Held { bytes, placed }) {
-            self.bytes_held -= old.bytes;
+    fn hold(&mut self, name: &WalFileName, bytes: u64) {
+        if let Some(old) = self.files.insert(*name, bytes) {
+            self.bytes_held -= old;
         }
         self.bytes_held += bytes;
     }
 
-    /// Makes the complete, verified and synced segment `file` available in `pg_wal` itself,
-    /// under its own name `name`, where PostgreSQL reads it once `restore_command` answers
-    /// "not found" ([`Taken::InPgWal`]), sparing it the sync, rename and directory sync it
-    /// does with every file a `restore_command` hands it. The generation keeps a
-    /// `<name>.placed` link to the same file: a file is handed over that way only while that
-    /// link names the very file `pg_wal` holds under `name`, and only from the live
-    /// generation. `archive_status/<name>.done` is created first, as PostgreSQL does for a
-    /// file it restored, so that it never archives the file again.
-    ///
-    /// When `pg_wal` already holds a file under `name` (PostgreSQL's own, or one left behind),
-    /// or the file has a temporary name (no `O_TMPFILE`), or it is not a segment, it is
-    /// [published](SpoolWriter::publish_file) in the generation instead, to be renamed to
-    /// `%p`. Returns whether it was placed.
-    pub fn place_file(&mut self, name: &WalFileName, file: SpoolFile) -> Result<bool> {
-        let pg_wal = self
-            .dir
-            .parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let in_pg_wal = pg_wal.join(name.to_string());
-        let segment = matches!(name, WalFileName::Segment(_));
-        if !segment || file.tmp.is_some() || exists(&in_pg_wal)? {
-            self.publish_file(name, file)?;
-            return Ok(false);
-        }
-        let io_err = |action, path: &Path, source| Error::LocalIo {
-            action,
-            path: path.to_owned(),
-            source,
-        };
-        let bytes = file
-            .file
-            .metadata()
-            .map_err(|e| io_err("stat", &in_pg_wal, e))?
-            .len();
-        let proc_path = format!("/proc/self/fd/{}", file.file.as_raw_fd());
-        let link =
-            |dest: &Path| rustix::fs::linkat(CWD, &proc_path, CWD, dest, AtFlags::SYMLINK_FOLLOW);
-        let placed = self.placed_path(name);
-        match link(&placed) {
-            Ok(()) => {}
-            Err(Errno::EXIST) => {
-                remove_if_present(&placed)?;
-                link(&placed).map_err(|e| io_err("link", &placed, e.into()))?;
-            }
-            Err(e) => return Err(io_err("link", &placed, e.into())),
-        }
-        let status = pg_wal.join("archive_status");
-        if status.is_dir() {
-            let done = status.join(format!("{name}.done"));
-            File::create(&done).map_err(|e| io_err("create", &done, e))?;
-        }
-        match link(&in_pg_wal) {
-            Ok(()) => {}
-            Err(Errno::EXIST) => {
-                // PostgreSQL took the name meanwhile (a recycled segment): hand it over the
-                // other way.
-                remove_if_present(&placed)?;
-                self.publish_file(name, file)?;
-                return Ok(false);
-            }
-            Err(e) => {
-                remove_if_present(&placed)?;
-                return Err(io_err("place in pg_wal", &in_pg_wal, e.into()));
-            }
-        }
-        drop(file);
-        self.unmark_pending(name)?;
-        self.hold(name, bytes, true);
-        Ok(true)
-    }
-
-    fn placed_path(&self, name: &WalFileName) -> PathBuf {
-        self.gen_dir.join(format!("{name}{PLACED_SUFFIX}"))
-    }
-
-    /// The link that says `name` is still held in the generation.
-    fn held_path(&self, name: &WalFileName, placed: bool) -> PathBuf {
-        if placed {
-            self.placed_path(name)
-        } else {
-            self.gen_dir.join(name.to_string())
-        }
+    /// Lets fetch hand segments over in `pg_wal` itself ([`Taken::InPgWal`]) rather than by
+    /// rename to `%p`. The pipeline allows it unless the server archives restored files
+    /// (`archive_mode = always`), which it does only for files it restored.
+    pub fn allow_placing(&self) -> Result<()> {
+        let path = self.gen_dir.join(PLACE);
+        File::create(&path)
+            .map(drop)
+            .map_err(|source| Error::LocalIo {
+                action: "create",
+                path,
+                source,
+            })
     }
 
     /// Deletes a published file that was not taken (replay went past it), freeing its bytes.
-    /// A file placed in `pg_wal` stays there (PostgreSQL removes old segments itself); only
-    /// the generation's link to it goes.
     pub fn discard(&mut self, name: &WalFileName) -> Result<()> {
-        if let Some(held) = self.files.get(name).copied() {
-            remove_if_present(&self.held_path(name, held.placed))?;
+        if let Some(bytes) = self.files.get(name).copied() {
+            remove_if_present(&self.gen_dir.join(name.to_string()))?;
             self.files.remove(name);
-            self.bytes_held -= held.bytes;
+            self.bytes_held -= bytes;
         }
         Ok(())
     }
@@ -822,25 +775,27 @@ impl SpoolWriter {
     /// longer in the generation. Then the writer forgets it: asked again, or for a file it
     /// never published, the answer is `false`. One `stat`.
     pub fn taken(&mut self, name: &WalFileName) -> Result<bool> {
-        let Some(held) = self.files.get(name).copied() else {
+        let Some(bytes) = self.files.get(name).copied() else {
             return Ok(false);
         };
-        if exists(&self.held_path(name, held.placed))? {
+        if exists(&self.gen_dir.join(name.to_string()))? {
             return Ok(false);
         }
         self.files.remove(name);
-        self.bytes_held -= held.bytes;
+        self.bytes_held -= bytes;
         Ok(true)
     }
 
-    /// The bytes of the files published and not yet taken, for the byte budget. One `stat` per
-    /// file held.
-    pub fn bytes_held(&mut self) -> Result<u64> {
-        let names: Vec<WalFileName> = self.files.keys().copied().collect();
-        for name in names {
-            self.taken(&name)?;
+    /// The bytes of the files published and still in the generation. One `stat` per file
+    /// held; what was taken is not forgotten here ([`taken`](SpoolWriter::taken) does that).
+    pub fn bytes_held(&self) -> Result<u64> {
+        let mut bytes = 0;
+        for (name, held) in &self.files {
+            if exists(&self.gen_dir.join(name.to_string()))? {
+                bytes += held;
+            }
         }
-        Ok(self.bytes_held)
+        Ok(bytes)
     }
 
     /// Removes the generation and, if it still names this generation, `current`: the pipeline's
@@ -1495,99 +1450,80 @@ mod tests {
         assert_eq!(names(&gen_dir), [LOCK.to_owned(), PLANNED.to_owned()]);
     }
 
-    /// A segment written the way the pipeline does, placed into `pg_wal`.
-    fn place(writer: &mut SpoolWriter, name: &str, data: &[u8]) -> bool {
-        let mut file = writer.file_maker().create(&wal(name)).unwrap();
-        file.file().write_all(data).unwrap();
-        writer.place_file(&wal(name), file).unwrap()
-    }
-
     #[test]
-    fn placed_segments_are_read_from_pg_wal() {
+    fn segments_are_handed_over_in_pg_wal_when_placing_is_allowed() {
         let pg_wal = tempfile::tempdir().unwrap();
         fs::create_dir(pg_wal.path().join("archive_status")).unwrap();
         let mut writer = planned_writer(pg_wal.path());
-        writer.mark_pending(&wal(SEG3)).unwrap();
-        assert!(place(&mut writer, SEG3, b"segment three"));
-        assert_eq!(
-            fs::read(pg_wal.path().join(SEG3)).unwrap(),
-            b"segment three"
-        );
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+
+        // Not allowed (yet): by rename.
+        put(&mut writer, SEG3, b"segment three");
+        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert!(!pg_wal.path().join(SEG3).exists());
+
+        writer.allow_placing().unwrap();
+        put(&mut writer, SEG4, b"segment four");
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::InPgWal);
+        assert_eq!(fs::read(pg_wal.path().join(SEG4)).unwrap(), b"segment four");
         assert!(
             pg_wal
                 .path()
-                .join(format!("archive_status/{SEG3}.done"))
+                .join(format!("archive_status/{SEG4}.done"))
                 .exists()
         );
-        assert!(fs::symlink_metadata(writer.pending_path(&wal(SEG3))).is_err());
-        assert_eq!(writer.bytes_held().unwrap(), 13);
-
-        let reader = SpoolReader::new(pg_wal.path());
-        let dest = pg_wal.path().join("RECOVERYXLOG");
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::InPgWal);
-        assert!(!dest.exists(), "the destination is untouched");
-        assert!(writer.taken(&wal(SEG3)).unwrap());
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            b"segment three",
+            "the destination is untouched"
+        );
+        assert!(writer.taken(&wal(SEG4)).unwrap());
         assert_eq!(writer.bytes_held().unwrap(), 0);
-        // Asked again: pg_wal still holds it, but the generation no longer vouches for it.
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
+        // Asked again: the spool no longer holds it.
+        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Miss);
 
         // History files are handed over by rename.
         let history = "00000002.history";
-        let mut file = writer.file_maker().create(&wal(history)).unwrap();
-        file.file().write_all(b"1\t0/3000000\tx\n").unwrap();
-        assert!(!writer.place_file(&wal(history), file).unwrap());
+        put(&mut writer, history, b"1\t0/3000000\tx\n");
         assert_eq!(reader.take(&wal(history), &dest).unwrap(), Taken::Served);
+        assert!(!pg_wal.path().join(history).exists());
     }
 
     #[test]
-    fn a_name_taken_in_pg_wal_is_handed_over_by_rename() {
+    fn a_name_taken_in_pg_wal_or_a_destination_elsewhere_is_handed_over_by_rename() {
         let pg_wal = tempfile::tempdir().unwrap();
         let mut writer = planned_writer(pg_wal.path());
+        writer.allow_placing().unwrap();
+        let reader = SpoolReader::new(pg_wal.path());
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+
         // PostgreSQL's own file (a recycled segment, say) under that name is left alone.
         fs::write(pg_wal.path().join(SEG3), b"postgres's").unwrap();
-        assert!(!place(&mut writer, SEG3, b"segment three"));
-        assert_eq!(fs::read(pg_wal.path().join(SEG3)).unwrap(), b"postgres's");
-        let reader = SpoolReader::new(pg_wal.path());
-        let dest = pg_wal.path().join("RECOVERYXLOG");
+        put(&mut writer, SEG3, b"segment three");
         assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Served);
+        assert_eq!(fs::read(pg_wal.path().join(SEG3)).unwrap(), b"postgres's");
         assert_eq!(fs::read(&dest).unwrap(), b"segment three");
-    }
-
-    #[test]
-    fn a_placed_file_is_vouched_for_only_while_it_is_the_same_file() {
-        let pg_wal = tempfile::tempdir().unwrap();
-        let mut writer = planned_writer(pg_wal.path());
-        let reader = SpoolReader::new(pg_wal.path());
-        let dest = pg_wal.path().join("RECOVERYXLOG");
-
-        // Replaced in pg_wal by another file (PostgreSQL recycled it, say): not vouched for.
-        assert!(place(&mut writer, SEG3, b"segment three"));
-        fs::remove_file(pg_wal.path().join(SEG3)).unwrap();
-        fs::write(pg_wal.path().join(SEG3), b"something else").unwrap();
-        assert_eq!(reader.take(&wal(SEG3), &dest).unwrap(), Taken::Miss);
-
-        // Gone from pg_wal: a miss, unless the pipeline still marks it as on its way.
-        assert!(place(&mut writer, SEG4, b"segment four"));
-        fs::remove_file(pg_wal.path().join(SEG4)).unwrap();
-        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Miss);
-        writer.mark_pending(&wal(SEG4)).unwrap();
-        assert_eq!(reader.take(&wal(SEG4), &dest).unwrap(), Taken::Pending);
-        writer.unmark_pending(&wal(SEG4)).unwrap();
 
         // A destination outside pg_wal: PostgreSQL would not look in pg_wal for it.
-        let seg5 = "000000010000000000000005";
-        assert!(place(&mut writer, seg5, b"segment five"));
         let elsewhere = tempfile::tempdir().unwrap();
         let outside = elsewhere.path().join("RECOVERYXLOG");
-        assert_eq!(reader.take(&wal(seg5), &outside).unwrap(), Taken::Miss);
-        assert_eq!(reader.take(&wal(seg5), &dest).unwrap(), Taken::InPgWal);
+        put(&mut writer, SEG4, b"segment four");
+        assert_eq!(reader.take(&wal(SEG4), &outside).unwrap(), Taken::Served);
+        assert_eq!(fs::read(&outside).unwrap(), b"segment four");
+        assert!(!pg_wal.path().join(SEG4).exists());
 
-        // A stale generation vouches for nothing, even for its own file still in pg_wal.
+        // A file on its way is waited for, not placed.
+        let seg5 = wal("000000010000000000000005");
+        writer.mark_pending(&seg5).unwrap();
+        assert_eq!(reader.take(&seg5, &dest).unwrap(), Taken::Pending);
+
+        // A stale generation places nothing.
         let seg6 = "000000010000000000000006";
-        assert!(place(&mut writer, seg6, b"segment six"));
+        put(&mut writer, seg6, b"segment six");
         drop(writer);
         assert_eq!(reader.take(&wal(seg6), &dest).unwrap(), Taken::NoPipeline);
-        assert_eq!(fs::read(pg_wal.path().join(seg6)).unwrap(), b"segment six");
+        assert!(!pg_wal.path().join(seg6).exists());
     }
 
     #[test]
