@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use walferry_testutil::dirs::TestDir;
-use walferry_testutil::pg::{Cluster, chown_to_cluster_user};
+use walferry_testutil::pg::{Cluster, ClusterOptions, chown_to_cluster_user};
 
 use crate::util::*;
 
@@ -142,4 +142,129 @@ fn a_file_that_is_not_wal_is_refused() {
     let path = write_file(&dir, "conf", "postgresql.conf", b"not wal");
     push(&path, &repo.env, dir.path()).expect(8, &["is not a WAL file PostgreSQL archives"]);
     assert!(repo.local_objects().is_empty());
+}
+
+/// A primary whose archiver is configured but has no command yet: completed segments pile up
+/// as `.ready`. Returns it with the ready files, in the archiver's order, once there are at
+/// least `n` segments among them.
+fn primary_with_backlog(dir: &TestDir, repo: &Repo, n: usize) -> (Cluster, Vec<String>) {
+    let opts = ClusterOptions {
+        archive_command: Some(String::new()),
+        ..archiving(repo)
+    };
+    let primary = start_cluster(dir, "primary", &opts);
+    primary.write_segments(n).expect("write segments");
+    let ready = ready_files(&primary);
+    assert!(ready.len() >= n, "{ready:?}");
+    (primary, ready)
+}
+
+/// The files marked ready in the cluster's `pg_wal`, history files first, then by name.
+fn ready_files(cluster: &Cluster) -> Vec<String> {
+    let mut ready: Vec<String> =
+        std::fs::read_dir(cluster.data_dir().join("pg_wal/archive_status"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".ready").map(str::to_owned)
+            })
+            .collect();
+    ready.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
+    ready
+}
+
+/// `push` as PostgreSQL runs it: `pg_wal/<name>`, from the data directory, with debug logs.
+fn push_as_archiver(cluster: &Cluster, name: &str, env: &[(String, String)]) -> Run {
+    let mut env = env.to_vec();
+    env.push(("WALFERRY_LOG".into(), "debug".into()));
+    push(
+        &PathBuf::from("pg_wal").join(name),
+        &env,
+        cluster.data_dir(),
+    )
+}
+
+/// Asserts that every file in `names` is in the repository with the content the cluster's
+/// `pg_wal` has.
+fn assert_archived_intact(dir: &TestDir, repo: &Repo, cluster: &Cluster, names: &[String]) {
+    for name in names {
+        let got = fetch_copy(dir, repo, name, &format!("check-{name}"));
+        assert_eq!(
+            std::fs::read(&got).unwrap(),
+            std::fs::read(cluster.data_dir().join("pg_wal").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// One push uploads `%p` and the next ready files; PostgreSQL's calls for those then answer
+/// from the ledger, without a request; once the archiver runs, it catches up with all of it.
+#[test]
+fn push_uploads_ready_files_ahead() {
+    let dir = TestDir::new("push-ahead").unwrap();
+    let repo = Repo::s3(&dir);
+    let (primary, ready) = primary_with_backlog(&dir, &repo, 8);
+    let mut env = repo.env.clone();
+    env.push(("WALFERRY_PUSH_JOBS".into(), "4".into()));
+
+    push_as_archiver(&primary, &ready[0], &env).expect(0, &["archived ahead stored=3 failed=0"]);
+    assert_archived_intact(&dir, &repo, &primary, &ready[..4]);
+    let fifth = dir.join("fifth");
+    fetch(&ready[4], fifth.to_str().unwrap(), &repo.env, dir.path()).expect(1, &[]);
+
+    // PostgreSQL's calls for the files pushed ahead: answered from the ledger.
+    for name in &ready[1..4] {
+        let run = push_as_archiver(&primary, name, &env);
+        run.expect(0, &["archived earlier"]);
+        assert!(!run.stderr.contains("already exists"), "{}", run.stderr);
+    }
+
+    // A file changed since it was recorded counts as not archived: it is compared again.
+    let third = primary.data_dir().join("pg_wal").join(&ready[3]);
+    let bytes = std::fs::read(&third).unwrap();
+    std::fs::write(&third, &bytes).unwrap();
+    push_as_archiver(&primary, &ready[3], &env).expect(0, &["already exists in the archive"]);
+
+    // The archiver takes over and catches up; nothing is uploaded twice.
+    primary
+        .psql("ALTER SYSTEM SET archive_command = 'walferry-archive push %p'")
+        .unwrap();
+    primary.psql("SELECT pg_reload_conf()").unwrap();
+    let last = primary.switch_wal().unwrap();
+    primary.wait_archived(&last, TIMEOUT).expect("archived");
+    let mut all = ready.clone();
+    all.push(last);
+    assert_archived_intact(&dir, &repo, &primary, &all);
+    let log = primary.log_contents();
+    assert!(!log.contains("already exists"), "{log}");
+}
+
+/// Pushes running at once share the backlog: each file is uploaded once (a second upload would
+/// find the object and say so), every one is acknowledged only once durable.
+#[test]
+fn concurrent_pushes_upload_each_file_once() {
+    let dir = TestDir::new("push-concurrent").unwrap();
+    let repo = Repo::local(&dir);
+    let (primary, ready) = primary_with_backlog(&dir, &repo, 12);
+    let mut env = server_env(&repo.env);
+    env.push(("WALFERRY_PUSH_JOBS".into(), "4".into()));
+
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = ready[..4]
+            .iter()
+            .map(|name| s.spawn(|| push_as_archiver(&primary, name, &env)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for run in &runs {
+        run.expect(0, &[]);
+        assert!(!run.stderr.contains("already exists"), "{}", run.stderr);
+    }
+    // Then PostgreSQL's calls for everything, in order.
+    for name in &ready {
+        let run = push_as_archiver(&primary, name, &env);
+        run.expect(0, &[]);
+        assert!(!run.stderr.contains("already exists"), "{}", run.stderr);
+    }
+    assert_archived_intact(&dir, &repo, &primary, &ready);
 }

@@ -117,6 +117,12 @@ struct PushArgs {
     #[arg(long, env = "WALFERRY_COMPRESS_LEVEL", default_value_t = walferry_engine::DEFAULT_COMPRESSION_LEVEL,
           value_parser = clap::value_parser!(i32).range(1..=19))]
     compress_level: i32,
+
+    /// Files uploaded at once: WAL_PATH and up to JOBS - 1 of the files PostgreSQL has marked
+    /// ready in pg_wal/archive_status, so that its later calls for them return at once;
+    /// 1 uploads WAL_PATH alone
+    #[arg(long, env = "WALFERRY_PUSH_JOBS", default_value_t = walferry_engine::DEFAULT_PUSH_JOBS)]
+    jobs: NonZeroUsize,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +146,14 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
         Command::Backup(_) => RetryConfig::RESTORE,
     };
     let config = cli.global.repo.resolve(retry).map_err(usage)?;
+    // An earlier push uploaded this file ahead of PostgreSQL's call: answer before any
+    // runtime, client or request.
+    if let Command::Push(args) = &cli.command
+        && walferry_engine::already_recorded(&args.path, &config.identity())
+    {
+        tracing::debug!(path = %args.path.display(), "archived earlier");
+        return Ok(Exit::Success);
+    }
     let runtime = walferry::runtime().map_err(usage)?;
     let result = match cli.command {
         Command::Push(args) => runtime.block_on(async {
@@ -149,18 +163,26 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
                 .map_err(usage)?;
             let options = PushOptions {
                 compression_level: args.compress_level,
+                jobs: args.jobs,
             };
             let cancel = CancellationToken::new();
             match walferry_engine::push(&store, &args.path, &options, &cancel).await {
-                Ok(PushOutcome::Stored {
-                    name,
-                    original_bytes,
-                    stored_bytes,
-                }) => {
-                    tracing::debug!(file = %name, original_bytes, stored_bytes, "archived");
+                Ok(report) => {
+                    if let PushOutcome::Stored {
+                        name,
+                        original_bytes,
+                        stored_bytes,
+                    } = &report.outcome
+                    {
+                        tracing::debug!(file = %name, original_bytes, stored_bytes, "archived");
+                    }
+                    tracing::debug!(
+                        stored = report.ahead_stored,
+                        failed = report.ahead_failed,
+                        "archived ahead"
+                    );
                     Ok(Exit::Success)
                 }
-                Ok(PushOutcome::AlreadyArchived { .. }) => Ok(Exit::Success),
                 Err(e) => Err((Exit::for_kind(e.kind()), anyhow::Error::new(e))),
             }
         }),
@@ -217,7 +239,9 @@ mod tests {
             args.compress_level,
             walferry_engine::DEFAULT_COMPRESSION_LEVEL
         );
+        assert_eq!(args.jobs, walferry_engine::DEFAULT_PUSH_JOBS);
         assert!(Cli::try_parse_from([PROGRAM, "push", "x", "--compress-level", "0"]).is_err());
+        assert!(Cli::try_parse_from([PROGRAM, "push", "x", "--jobs", "0"]).is_err());
         assert!(Cli::try_parse_from([PROGRAM, "push"]).is_err());
     }
 

@@ -20,6 +20,7 @@ mod error;
 pub mod estimate;
 mod fetch;
 pub mod info;
+pub mod ledger;
 mod local;
 mod part_check;
 pub mod pipeline;
@@ -33,7 +34,10 @@ use walferry_store::{ObjectKey, Store};
 
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::{FetchOutcome, fetch};
-pub use push::{DEFAULT_COMPRESSION_LEVEL, PushOptions, PushOutcome, push};
+pub use push::{
+    DEFAULT_COMPRESSION_LEVEL, DEFAULT_PUSH_JOBS, PushOptions, PushOutcome, PushReport,
+    already_recorded, push,
+};
 
 /// The largest object the engine decodes: the largest WAL segment PostgreSQL allows.
 pub const MAX_OBJECT_BYTES: u64 = 1 << 30;

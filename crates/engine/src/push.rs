@@ -1,15 +1,20 @@
 //! `push`: archive one WAL file. PostgreSQL's `archive_command`.
 
+use std::fs::File;
+use std::io::{Read, Write};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use walferry_codec as codec;
 use walferry_manifest::{ClusterIdentity, RepoDescriptor, io as repo_io, layout};
 use walferry_store::{ArchiveStore, CancellationToken, ObjectKey, PutMode, Store};
 use walferry_wal::{ExpectedSegment, SegmentHeader, SegmentName, TimelineHistory, WalFileName};
 
 use crate::error::{Error, Result};
+use crate::ledger::{Claim, FileId, LEDGER_DIR, Ledger};
 use crate::{blocking, store_error};
 
 /// The zstd level WAL is compressed at unless told otherwise. Level 3 is zstd's own default:
@@ -17,22 +22,31 @@ use crate::{blocking, store_error};
 /// at the same speed (`../benches/README.md` has the figures).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
+/// Files a push uploads at once by default: `%p` and up to three files marked ready after it.
+/// With 16 MiB segments that keeps a push's memory near 40 MiB, and four uploads in flight
+/// fill a 20 ms, 400 Mbit/s connection per upload (`benches/README.md`, "Archiving").
+pub const DEFAULT_PUSH_JOBS: NonZeroUsize = NonZeroUsize::new(4).expect("4 is not zero");
+
 /// How to push.
 #[derive(Debug, Clone)]
 pub struct PushOptions {
     /// The zstd compression level.
     pub compression_level: i32,
+    /// Files uploaded at once: `%p` and up to `jobs - 1` of the files PostgreSQL has marked
+    /// ready, when `%p` is in a `pg_wal`. 1 uploads `%p` alone.
+    pub jobs: NonZeroUsize,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            jobs: DEFAULT_PUSH_JOBS,
         }
     }
 }
 
-/// What a successful push did.
+/// What a successful push did with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
     /// The file is now durable in the repository.
@@ -49,11 +63,49 @@ pub enum PushOutcome {
         /// The WAL file name.
         name: String,
     },
+    /// An earlier push stored this very file (the ledger in `pg_wal/walferry-push/` says so)
+    /// and nothing was sent.
+    Recorded {
+        /// The WAL file name.
+        name: String,
+    },
 }
 
-/// Archives the WAL file at `path`: checks it, checks (or creates) the repository descriptor,
-/// compresses it and stores it with a create-only put. Returns only once the object is durable,
-/// or when the repository already holds identical content under the same name.
+/// What a push did: with `%p`, and with the files it uploaded ahead of PostgreSQL's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    /// What happened to `%p`.
+    pub outcome: PushOutcome,
+    /// Files marked ready that are now durable (or were found already archived) and recorded.
+    pub ahead_stored: usize,
+    /// Files marked ready whose upload failed; PostgreSQL's own call for each will try again
+    /// and report the failure.
+    pub ahead_failed: usize,
+}
+
+/// Whether the ledger beside `path` records it as durable in the repository `repo`
+/// ([`Store::identity`]) with the file unchanged since. A handful of system calls: `push`'s
+/// answer to PostgreSQL for a file an earlier push uploaded ahead.
+pub fn already_recorded(path: &Path, repo: &str) -> bool {
+    let Some(ledger) = Ledger::beside(path, repo) else {
+        return false;
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    WalFileName::parse(name).is_ok()
+        && FileId::at(path).is_ok_and(|id| ledger.is_durable(name, &id))
+}
+
+/// Archives the WAL file at `path`, and, when `path` is in a `pg_wal`, up to `jobs - 1` of the
+/// files PostgreSQL has marked ready there, all at once.
+///
+/// Each file is checked (name, page header, size, cluster), compressed and stored with a
+/// create-only put; the descriptor is checked (or created) first. Returns only once `path`'s
+/// object is durable, or when the repository already holds identical content under its name,
+/// and once every other upload it started has ended. Files uploaded are recorded in the
+/// ledger ([`crate::ledger`]) only once durable; a file another process is uploading is left
+/// to it (and waited for, when it is `path`).
 ///
 /// A different object under the same name is [`Error::Conflict`] and is never replaced;
 /// history files are never replaced either.
@@ -62,28 +114,35 @@ pub async fn push(
     path: &Path,
     options: &PushOptions,
     cancel: &CancellationToken,
-) -> Result<PushOutcome> {
+) -> Result<PushReport> {
     let name = wal_name_of(path)?;
     let name_text = name.to_string();
-    let data = tokio::fs::read(path)
-        .await
-        .map_err(|source| Error::LocalIo {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
-    let data = Bytes::from(data);
+    let ledger = Ledger::beside(path, store.identity());
+    let recorded =
+        |ledger: &Ledger| FileId::at(path).is_ok_and(|id| ledger.is_durable(&name_text, &id));
+    let recorded_outcome = || PushReport {
+        outcome: PushOutcome::Recorded {
+            name: name_text.clone(),
+        },
+        ahead_stored: 0,
+        ahead_failed: 0,
+    };
+    if ledger.as_ref().is_some_and(recorded) {
+        return Ok(recorded_outcome());
+    }
 
-    let identity = identify(&name, &data, path).await?;
+    // Everything about the file is checked before anything is written, the ledger included.
+    let level = options.compression_level;
+    let own = prepare_file(path.to_owned(), name, level).await?;
     let repo = store.location().to_owned();
-    let Some(descriptor) = load_or_create_descriptor(store, identity.as_ref(), cancel).await?
+    let Some(descriptor) = load_or_create_descriptor(store, own.identity.as_ref(), cancel).await?
     else {
         return Err(Error::NoIdentity {
             repo,
             name: name_text,
         });
     };
-    if let Some(identity) = &identity {
+    if let Some(identity) = &own.identity {
         descriptor
             .check(identity)
             .map_err(|mismatch| Error::WrongCluster {
@@ -93,40 +152,282 @@ pub async fn push(
             })?;
     }
 
-    let level = options.compression_level;
-    let encoded = {
-        let data = data.clone();
-        let n = name_text.clone();
-        blocking(move || {
-            codec::encode(&data, level).map_err(|source| Error::Encode { name: n, source })
-        })
-        .await?
+    // Another push may be uploading this very file ahead: wait for it, then look again.
+    let claim = match &ledger {
+        Some(ledger) => claim(ledger, &name_text, true).await?,
+        None => None,
     };
-    let key = layout::wal_key(&name);
-    let stored_bytes = encoded.len() as u64;
+    if ledger.as_ref().is_some_and(recorded) {
+        return Ok(recorded_outcome());
+    }
+
+    let ahead = match &ledger {
+        Some(ledger) if options.jobs.get() > 1 => {
+            let ledger = ledger.clone();
+            let want = options.jobs.get() - 1;
+            blocking(move || Ok(pick_ahead(&ledger, &name_text, want))).await?
+        }
+        _ => Vec::new(),
+    };
+    let own_upload = async {
+        let outcome = store_prepared(store, path, own, cancel).await?;
+        if let (Some(ledger), Some(claim)) = (&ledger, &claim) {
+            record(ledger, claim, &outcome_name(&outcome), path).await;
+        }
+        Ok::<_, Error>(outcome)
+    };
+    let ahead_uploads = futures::future::join_all(ahead.into_iter().map(|(name, claim)| {
+        let ledger = ledger
+            .as_ref()
+            .expect("files are picked ahead only from a ledger");
+        push_ahead(store, ledger, name, claim, &descriptor, level, cancel)
+    }));
+    let (outcome, ahead) = futures::join!(own_upload, ahead_uploads);
+    let ahead_stored = ahead.iter().filter(|ok| **ok).count();
+    let report = PushReport {
+        outcome: outcome?,
+        ahead_stored,
+        ahead_failed: ahead.len() - ahead_stored,
+    };
+    drop(claim);
+    Ok(report)
+}
+
+fn outcome_name(outcome: &PushOutcome) -> String {
+    match outcome {
+        PushOutcome::Stored { name, .. }
+        | PushOutcome::AlreadyArchived { name }
+        | PushOutcome::Recorded { name } => name.clone(),
+    }
+}
+
+/// Claims `name` in the ledger, off the async threads (waiting may take a whole upload).
+async fn claim(ledger: &Ledger, name: &str, wait: bool) -> Result<Option<Claim>> {
+    let ledger = ledger.clone();
+    let name = name.to_owned();
+    blocking(move || {
+        ledger.claim(&name, wait).map_err(|source| Error::LocalIo {
+            action: "lock",
+            path: ledger
+                .pg_wal()
+                .join(LEDGER_DIR)
+                .join(format!("{name}.lock")),
+            source,
+        })
+    })
+    .await
+}
+
+/// Records `name` as durable, unless the file changed since it was read (then the next push
+/// simply uploads and compares it again). A failure to record costs only that too.
+async fn record(ledger: &Ledger, claim: &Claim, name: &str, path: &Path) {
+    if let Err(e) = FileId::at(path).and_then(|id| ledger.record(claim, name, &id)) {
+        debug!(file = name, error = %e, "could not record the file as archived");
+    }
+}
+
+/// Up to `want` files marked ready, other than `own`, that are not recorded and that this
+/// process could claim, in the archiver's order.
+fn pick_ahead(ledger: &Ledger, own: &str, want: usize) -> Vec<(WalFileName, Claim)> {
+    ledger.sweep();
+    let Ok(ready) = ledger.ready_files() else {
+        return Vec::new();
+    };
+    let mut picked = Vec::new();
+    for name in ready {
+        if picked.len() == want {
+            break;
+        }
+        let text = name.to_string();
+        if text == own {
+            continue;
+        }
+        let path = ledger.pg_wal().join(&text);
+        let recorded = |ledger: &Ledger| {
+            FileId::at(&path)
+                .map(|id| ledger.is_durable(&text, &id))
+                .unwrap_or(true)
+        };
+        if recorded(ledger) {
+            continue;
+        }
+        // Claimed by another push: it is that one's to upload.
+        let Ok(Some(claim)) = ledger.claim(&text, false) else {
+            continue;
+        };
+        if !recorded(ledger) {
+            picked.push((name, claim));
+        }
+    }
+    picked
+}
+
+/// Uploads a file marked ready and records it. Its failure is PostgreSQL's own call's to
+/// report; here it is only logged at debug level. Returns whether the file is now recorded.
+async fn push_ahead(
+    store: &Store,
+    ledger: &Ledger,
+    name: WalFileName,
+    claim: Claim,
+    descriptor: &RepoDescriptor,
+    level: i32,
+    cancel: &CancellationToken,
+) -> bool {
+    let text = name.to_string();
+    let path = ledger.pg_wal().join(&text);
+    let result = async {
+        let prepared = prepare_file(path.clone(), name, level).await?;
+        if let Some(identity) = &prepared.identity {
+            descriptor
+                .check(identity)
+                .map_err(|mismatch| Error::WrongCluster {
+                    name: text.clone(),
+                    repo: store.location().to_owned(),
+                    mismatch,
+                })?;
+        }
+        store_prepared(store, &path, prepared, cancel).await
+    }
+    .await;
+    match result {
+        Ok(outcome) => {
+            debug!(file = %text, ?outcome, "archived ahead");
+            record(ledger, &claim, &text, &path).await;
+            true
+        }
+        Err(e) => {
+            debug!(file = %text, error = %e, "could not archive ahead; PostgreSQL's call will retry");
+            false
+        }
+    }
+}
+
+/// A WAL file read, checked and compressed, ready to upload.
+struct Prepared {
+    name: WalFileName,
+    /// The cluster the file says it belongs to, when it says.
+    identity: Option<ClusterIdentity>,
+    /// The file as it was read.
+    id: FileId,
+    encoded: Vec<u8>,
+}
+
+/// Reads the file at `path` in pieces: checks it, then compresses it. The file must not
+/// change while it is read.
+async fn prepare_file(path: PathBuf, name: WalFileName, level: i32) -> Result<Prepared> {
+    blocking(move || {
+        let io = |action: &'static str| {
+            let path = path.clone();
+            move |source| Error::LocalIo {
+                action,
+                path,
+                source,
+            }
+        };
+        let file = File::open(&path).map_err(io("read"))?;
+        let id = FileId::of(&file).map_err(io("read"))?;
+        let identity = identify(&name, &file, id.size(), &path)?;
+        let summary = summarize(&file, id.size()).map_err(io("read"))?;
+        let mut encoder =
+            codec::Encoder::new(Vec::new(), level, Some(summary)).map_err(|source| {
+                Error::Encode {
+                    name: name.to_string(),
+                    source,
+                }
+            })?;
+        for_each_piece(&file, id.size(), |piece| encoder.write_all(piece)).map_err(io("read"))?;
+        let changed = || Error::InvalidWal {
+            name: name.to_string(),
+            reason: "the file changed while it was being read".into(),
+        };
+        let (encoded, _) = encoder.finish().map_err(|e| match e {
+            codec::Error::SummaryMismatch { .. } => changed(),
+            source => Error::Encode {
+                name: name.to_string(),
+                source,
+            },
+        })?;
+        if FileId::of(&file).map_err(io("read"))? != id {
+            return Err(changed());
+        }
+        Ok(Prepared {
+            name,
+            identity,
+            id,
+            encoded,
+        })
+    })
+    .await
+}
+
+/// The piece size files are read in.
+const PIECE: usize = 1 << 20;
+
+/// Calls `f` with the first `len` bytes of `file`, in order, in pieces; a file shorter than
+/// `len` is an error.
+fn for_each_piece(
+    file: &File,
+    len: u64,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; PIECE.min(usize::try_from(len).unwrap_or(PIECE))];
+    let mut offset = 0u64;
+    while offset < len {
+        let n = usize::try_from(len - offset).map_or(buf.len(), |left| left.min(buf.len()));
+        file.read_exact_at(&mut buf[..n], offset)?;
+        f(&buf[..n])?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+fn summarize(file: &File, len: u64) -> std::io::Result<codec::Summary> {
+    let mut hasher = crc32fast::Hasher::new();
+    for_each_piece(file, len, |piece| {
+        hasher.update(piece);
+        Ok(())
+    })?;
+    Ok(codec::Summary {
+        len,
+        crc32: hasher.finalize(),
+    })
+}
+
+/// Stores a prepared file with a create-only put; an object already under its name is
+/// compared with the file at `path`.
+async fn store_prepared(
+    store: &Store,
+    path: &Path,
+    prepared: Prepared,
+    cancel: &CancellationToken,
+) -> Result<PushOutcome> {
+    let key = layout::wal_key(&prepared.name);
+    let name = prepared.name.to_string();
+    let stored_bytes = prepared.encoded.len() as u64;
     match store
-        .put(&key, Bytes::from(encoded), PutMode::Create, cancel)
+        .put(&key, Bytes::from(prepared.encoded), PutMode::Create, cancel)
         .await
     {
         Ok(()) => Ok(PushOutcome::Stored {
-            name: name_text,
-            original_bytes: data.len() as u64,
+            name,
+            original_bytes: prepared.id.size(),
             stored_bytes,
         }),
         Err(e) if e.is_already_exists() => {
-            compare_existing(store, &key, &name_text, data, cancel).await
+            compare_existing(store, &key, &name, path, prepared.id, cancel).await
         }
         Err(source) => Err(store_error("upload", &key, store, source)),
     }
 }
 
 /// The archive already has an object under this name: identical content is success, anything
-/// else is a conflict. One download decides it.
+/// else is a conflict. One download decides it; it is decoded and compared piece by piece.
 async fn compare_existing(
     store: &Store,
     key: &ObjectKey,
     name: &str,
-    data: Bytes,
+    path: &Path,
+    id: FileId,
     cancel: &CancellationToken,
 ) -> Result<PushOutcome> {
     let existing = store
@@ -134,15 +435,27 @@ async fn compare_existing(
         .await
         .map_err(|source| store_error("download existing", key, store, source))?;
     let k = key.to_string();
-    let limit = data.len() as u64;
-    let decoded = blocking(move || match codec::decode(&existing.body, limit) {
-        Ok(bytes) => Ok(Some(bytes)),
-        // Longer than ours: not the same content, whatever else it is.
-        Err(codec::Error::TooLarge { .. }) => Ok(None),
-        Err(source) => Err(Error::Corrupt { key: k, source }),
+    let path = path.to_owned();
+    let same = blocking(move || {
+        let file = File::open(&path).map_err(|source| Error::LocalIo {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        match same_content(&existing.body, &file, id.size()) {
+            Ok(same) => Ok(same),
+            // Longer than ours: not the same content, whatever else it is.
+            Err(codec::Error::TooLarge { .. }) => Ok(false),
+            Err(codec::Error::Io(source)) => Err(Error::LocalIo {
+                action: "read",
+                path,
+                source,
+            }),
+            Err(source) => Err(Error::Corrupt { key: k, source }),
+        }
     })
     .await?;
-    if decoded.as_deref() == Some(&data[..]) {
+    if same {
         warn!(
             "WAL file '{name}' already exists in the archive with the same content; HINT: this is expected when PostgreSQL archives a file again after a crash"
         );
@@ -155,6 +468,56 @@ async fn compare_existing(
             repo: store.location().to_owned(),
         })
     }
+}
+
+/// Whether `object` decodes to exactly the first `len` bytes of `file` (which has `len`).
+/// Decoding errors of the object are returned; a read error of the file is `Error::Io`.
+fn same_content(object: &[u8], file: &File, len: u64) -> codec::Result<bool> {
+    let mut decoder = codec::Decoder::with_limit(object, len)?;
+    let mut theirs = vec![0u8; PIECE];
+    let mut differs = false;
+    let read = for_each_piece(file, len, |ours| {
+        if differs {
+            return Ok(());
+        }
+        let got = read_up_to(&mut decoder, &mut theirs[..ours.len()])?;
+        differs = got != ours.len() || theirs[..got] != *ours;
+        Ok(())
+    });
+    match read {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(match codec::Error::from_io(&e) {
+                Some(_) => codec::Error::from(e),
+                None => codec::Error::Io(e),
+            });
+        }
+    }
+    if differs {
+        // Shorter or different: still, a damaged object is reported as such.
+        decoder.finish()?;
+        return Ok(false);
+    }
+    let mut one = [0u8; 1];
+    if read_up_to(&mut decoder, &mut one)? != 0 {
+        return Ok(false);
+    }
+    decoder.finish()?;
+    Ok(true)
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn wal_name_of(path: &Path) -> Result<WalFileName> {
@@ -171,19 +534,30 @@ fn wal_name_of(path: &Path) -> Result<WalFileName> {
 
 /// Which cluster a file belongs to, when that can be known: segments carry it in their first
 /// page header; for history and backup history files it is read from a segment beside them in
-/// `pg_wal`. Also validates the file's own content.
-async fn identify(
+/// `pg_wal`. Also validates the file's own content: a segment's header, name and size; a
+/// history file's text.
+fn identify(
     name: &WalFileName,
-    data: &Bytes,
+    file: &File,
+    len: u64,
     path: &Path,
 ) -> Result<Option<ClusterIdentity>> {
     let invalid = |reason: String| Error::InvalidWal {
         name: name.to_string(),
         reason,
     };
+    let read_error = |source| Error::LocalIo {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    };
     match name {
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
-            let header = SegmentHeader::parse(data).map_err(|e| invalid(e.to_string()))?;
+            let mut first = [0u8; walferry_wal::LONG_HEADER_LEN];
+            let got = usize::try_from(len).map_or(first.len(), |len| len.min(first.len()));
+            file.read_exact_at(&mut first[..got], 0)
+                .map_err(read_error)?;
+            let header = SegmentHeader::parse(&first[..got]).map_err(|e| invalid(e.to_string()))?;
             header
                 .check(&ExpectedSegment {
                     name: *seg,
@@ -192,10 +566,9 @@ async fn identify(
                     pg_version: None,
                 })
                 .map_err(|e| invalid(e.to_string()))?;
-            if data.len() as u64 != header.segment_size.bytes() {
+            if len != header.segment_size.bytes() {
                 return Err(invalid(format!(
-                    "the file is {} bytes but its header says segments are {} bytes",
-                    data.len(),
+                    "the file is {len} bytes but its header says segments are {} bytes",
                     header.segment_size.bytes()
                 )));
             }
@@ -206,26 +579,34 @@ async fn identify(
             }))
         }
         WalFileName::History(tli) => {
-            let text = std::str::from_utf8(data)
+            if len > MAX_HISTORY_BYTES {
+                return Err(invalid(format!(
+                    "a timeline history file of {len} bytes is not one PostgreSQL writes"
+                )));
+            }
+            let mut data = vec![0u8; len as usize];
+            file.read_exact_at(&mut data, 0).map_err(read_error)?;
+            let text = std::str::from_utf8(&data)
                 .map_err(|_| invalid("a timeline history file must be text".into()))?;
             TimelineHistory::parse(*tli, text).map_err(|e| invalid(e.to_string()))?;
-            Ok(identity_from_pg_wal(path).await)
+            Ok(identity_from_pg_wal(path))
         }
-        WalFileName::BackupHistory { .. } => Ok(identity_from_pg_wal(path).await),
+        WalFileName::BackupHistory { .. } => Ok(identity_from_pg_wal(path)),
     }
 }
 
+/// The largest timeline history file push accepts: a line per ancestor timeline, a few
+/// hundred bytes each.
+const MAX_HISTORY_BYTES: u64 = 16 << 20;
+
 /// Reads the identity from the newest segment in the directory holding `path` (PostgreSQL's
 /// `pg_wal`). `None` when there is no readable segment there.
-async fn identity_from_pg_wal(path: &Path) -> Option<ClusterIdentity> {
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    blocking(move || Ok::<_, Error>(newest_segment_identity(&dir)))
-        .await
-        .ok()
-        .flatten()
+fn identity_from_pg_wal(path: &Path) -> Option<ClusterIdentity> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    newest_segment_identity(&dir)
 }
 
 fn newest_segment_identity(dir: &Path) -> Option<ClusterIdentity> {

@@ -247,11 +247,33 @@ impl StoreConfig {
             connect_timeout: Duration::from_secs(5),
         }
     }
+
+    /// What tells this repository from any other, as one line: its URL, and for S3 the
+    /// endpoint too (the same bucket name on two servers is two repositories). Records of what
+    /// was stored where (`push`'s ledger) are keyed by it.
+    pub fn identity(&self) -> String {
+        match (&self.location, &self.s3.endpoint) {
+            (Location::S3 { .. }, Some(endpoint)) => format!("{} at {endpoint}", self.location),
+            _ => self.location.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_tells_servers_apart() {
+        let s3 = Location::parse("s3://bkt/p").unwrap();
+        let mut config = StoreConfig::new(s3);
+        assert_eq!(config.identity(), "s3://bkt/p");
+        config.s3.endpoint = Some("http://127.0.0.1:9000".into());
+        assert_eq!(config.identity(), "s3://bkt/p at http://127.0.0.1:9000");
+        let mut local = StoreConfig::new(Location::parse("/r").unwrap());
+        local.s3.endpoint = Some("http://127.0.0.1:9000".into());
+        assert_eq!(local.identity(), "file:///r");
+    }
 
     #[test]
     fn parses_urls() {

@@ -29,6 +29,7 @@ pub struct Store {
     backend: Backend,
     policy: RequestPolicy,
     description: String,
+    identity: String,
 }
 
 impl fmt::Debug for Store {
@@ -59,6 +60,7 @@ impl Store {
             backend,
             policy,
             description: config.location.to_string(),
+            identity: config.identity(),
         })
     }
 
@@ -68,12 +70,18 @@ impl Store {
             backend: Backend::Memory(memory),
             policy: RequestPolicy::new(retry, StoreConfig::DEFAULT_CONCURRENCY),
             description: "memory://".to_owned(),
+            identity: "memory://".to_owned(),
         }
     }
 
     /// Where the store is, as a URL, for messages.
     pub fn location(&self) -> &str {
         &self.description
+    }
+
+    /// What tells this repository from any other: [`StoreConfig::identity`].
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The retry policy in force.
