@@ -53,6 +53,8 @@
 mod pgbackrest;
 mod report;
 mod run;
+#[path = "../support.rs"]
+mod support;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +66,7 @@ use walferry_testutil::pg;
 use walferry_testutil::s3::{NetworkProfile, S3Server, S3ServerConfig};
 
 use crate::run::{Mode, Source};
+pub use crate::support::check_output;
 
 pub const ARCHIVE: &str = env!("CARGO_BIN_EXE_walferry-archive");
 pub const RESTORE: &str = env!("CARGO_BIN_EXE_walferry-restore");
@@ -269,22 +272,6 @@ fn walferry_config(dir: &TestDir, name: &str, server: &S3Server) -> PathBuf {
     .expect("write the walferry configuration");
     pg::chown_to_cluster_user(&path).expect("chown");
     path
-}
-
-/// Runs `command` (as the cluster user when `as_cluster_user`), failing the bench with its
-/// output when it fails; returns its stdout.
-pub fn check_output(mut command: Command, what: &str) -> String {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `walferry-restore` with the repository of `config`, as the cluster user.

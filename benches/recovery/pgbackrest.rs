@@ -148,13 +148,18 @@ impl PgBackRest {
 
     /// A repository's lines, numbered `n`.
     fn repo(&self, n: u32, repo: Repo) -> String {
+        self.repo_at(n, repo, "/pgbackrest")
+    }
+
+    /// A repository's lines, numbered `n`, with an S3 repository under `path`.
+    fn repo_at(&self, n: u32, repo: Repo, path: &str) -> String {
         match repo {
             Repo::Posix => format!(
                 "repo{n}-type=posix\nrepo{n}-path={}\n",
                 self.posix_repo.display()
             ),
             Repo::S3 { cloud } => format!(
-                "repo{n}-type=s3\nrepo{n}-path=/pgbackrest\nrepo{n}-s3-bucket={BUCKET}\n\
+                "repo{n}-type=s3\nrepo{n}-path={path}\nrepo{n}-s3-bucket={BUCKET}\n\
                  repo{n}-s3-endpoint=127.0.0.1\nrepo{n}-storage-port={port}\nrepo{n}-s3-region=us-east-1\n\
                  repo{n}-s3-key={key}\nrepo{n}-s3-key-secret={secret}\nrepo{n}-s3-uri-style=path\n\
                  repo{n}-storage-verify-tls=n\n",
@@ -205,6 +210,39 @@ impl PgBackRest {
         );
         write_config(&path, &text);
         path
+    }
+
+    /// A configuration for asynchronous `archive-push` from the data directory `pgdata` into a
+    /// fresh repository `path` in `repo`, with its own spool and `process-max` uploads at
+    /// once; its stanza is created from `pgdata`'s `pg_control` (the server need not run).
+    /// Returns the configuration file.
+    pub fn push_repository(
+        &self,
+        name: &str,
+        repo: Repo,
+        path: &str,
+        pgdata: &Path,
+        process_max: u32,
+    ) -> PathBuf {
+        let spool = format!("spool-{name}");
+        std::fs::create_dir_all(self.dir.join(&spool)).unwrap();
+        pg::chown_to_cluster_user(&self.dir.join(&spool)).unwrap();
+        let config = self.dir.join(format!("{name}.conf"));
+        let text = format!(
+            "[global]\n{}{}\n[global:archive-push]\nprocess-max={process_max}\n\n[bench]\npg1-path={}\n",
+            self.common(&spool),
+            self.repo_at(1, repo, path),
+            pgdata.display()
+        );
+        write_config(&config, &text);
+        let mut create = Command::new("pgbackrest");
+        create.arg(format!("--config={}", config.display())).args([
+            "--stanza=bench",
+            "--no-online",
+            "stanza-create",
+        ]);
+        check_output(pg::as_cluster_user(create), "pgbackrest stanza-create");
+        config
     }
 
     /// Stops every pgBackRest process still running and empties the archive-get spool.
