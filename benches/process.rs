@@ -8,7 +8,8 @@
 //! and fetch moves it to `%p` with a rename, without reading its configuration or the
 //! repository. `fetch/placed` is the same with placing allowed: fetch moves the segment into
 //! `pg_wal` under its own name (a link, a `.done` status file, a sync of `pg_wal`) and answers
-//! "not found", and PostgreSQL reads it there.
+//! "not found", and PostgreSQL reads it there. `push/recorded` is PostgreSQL's call for a file
+//! an earlier push uploaded ahead and recorded in `pg_wal/walferry-push/`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,29 @@ fn processes(c: &mut Criterion) {
 
     group.bench_function("push/already-archived", |b| {
         b.iter(|| run(ARCHIVE, &["push", fixture_str, "--log", "error"], &archived))
+    });
+
+    // A segment an earlier push uploaded and recorded in pg_wal/walferry-push: PostgreSQL's
+    // own call for it is answered from the record.
+    let recorded_wal = work.path().join("recorded/pg_wal");
+    std::fs::create_dir_all(recorded_wal.join("archive_status")).expect("create archive_status");
+    let recorded = recorded_wal.join(SEGMENT);
+    std::fs::copy(&fixture, &recorded).expect("copy the fixture");
+    std::fs::write(
+        recorded_wal.join(format!("archive_status/{SEGMENT}.ready")),
+        b"",
+    )
+    .expect("mark it ready");
+    let recorded_str = recorded.to_str().expect("utf-8 path");
+    run(ARCHIVE, &["push", recorded_str], &archived);
+    assert!(
+        recorded_wal
+            .join(format!("walferry-push/{SEGMENT}.done"))
+            .is_file(),
+        "push recorded the segment"
+    );
+    group.bench_function("push/recorded", |b| {
+        b.iter(|| run(ARCHIVE, &["push", recorded_str], &archived))
     });
 
     let dest = work.path().join("RECOVERYXLOG");

@@ -13,6 +13,7 @@ mod archive;
 mod backup;
 mod backup_scenarios;
 mod estimate;
+mod faults;
 mod fetch;
 mod info;
 mod prefetch;

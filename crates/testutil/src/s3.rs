@@ -101,13 +101,22 @@
 //! buffers still absorb the first few hundred KiB of a large upload at full
 //! speed.
 //!
-//! The per-request layer (`net::Frontend`) is where fault injection (5xx,
-//! connection resets, slow responses) belongs when tests need it.
+//! # Faults
+//!
+//! [`S3Server::set_faults`] makes the server misbehave on purpose, one request
+//! in N, with the kinds a [`FaultPlan`] lists: `503 SlowDown` instead of an
+//! answer, `500 InternalError` after the operation was done, a request that
+//! hangs, a connection cut in the middle of a request or response body, a
+//! late answer. [`S3Server::restart`] is the server that goes away and comes
+//! back.
 //!
 //! This module is Unix-only (it uses `pread` and inode numbers).
 
 mod backend;
+mod faults;
 mod net;
+
+pub use faults::{Fault, FaultCounts, FaultPlan};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -240,6 +249,7 @@ pub struct S3Server {
     config: S3ServerConfig,
     host: IpAddr,
     running: Option<Running>,
+    faults: Arc<faults::Faults>,
 }
 
 /// The background thread serving requests.
@@ -276,6 +286,7 @@ impl S3Server {
             config,
             host,
             running: None,
+            faults: Arc::default(),
         };
         server.launch()?;
         Ok(server)
@@ -326,6 +337,18 @@ impl S3Server {
     #[must_use]
     pub fn root(&self) -> &Path {
         &self.config.root
+    }
+
+    /// Injects faults into requests from now on, as `plan` says; `None` stops injecting. The
+    /// plan stays across [`S3Server::restart`].
+    pub fn set_faults(&self, plan: Option<FaultPlan>) {
+        self.faults.set(plan);
+    }
+
+    /// The faults injected so far, by kind.
+    #[must_use]
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.faults.counts()
     }
 
     /// Creates bucket `name` if it does not exist yet. Works while stopped.
@@ -386,7 +409,11 @@ impl S3Server {
             self.config.access_key.clone(),
             self.config.secret_key.clone(),
         ));
-        let frontend = Arc::new(Frontend::new(service.build(), self.config.network));
+        let frontend = Arc::new(Frontend::new(
+            service.build(),
+            self.config.network,
+            Arc::clone(&self.faults),
+        ));
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("walferry-s3-worker")

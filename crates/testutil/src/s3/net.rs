@@ -3,7 +3,7 @@
 //!
 //! Every request passes through [`Frontend::handle`], the one place between
 //! the socket and the S3 operations. The first-byte delay lives there, and so
-//! will fault injection (5xx answers, connection resets, slow responses).
+//! does fault injection ([`super::faults`]).
 //! The bandwidth cap is a property of the connection, so it wraps the socket
 //! ([`Throttled`]) and covers request and response bytes alike.
 
@@ -13,11 +13,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use s3s::service::S3Service;
-use s3s::{HttpError, HttpResponse};
+use s3s::stream::{ByteStream, DynByteStream};
+use s3s::{HttpError, HttpResponse, StdError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -25,6 +28,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::NetworkProfile;
+use super::faults::{Fault, Faults};
 
 /// Credit a connection's token bucket holds, as time at the full rate: a
 /// short burst, as a shaped link with a small queue allows.
@@ -41,26 +45,162 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 pub(crate) struct Frontend {
     s3: S3Service,
     network: NetworkProfile,
+    faults: Arc<Faults>,
 }
 
 impl Frontend {
-    pub(crate) fn new(s3: S3Service, network: NetworkProfile) -> Self {
-        Self { s3, network }
+    pub(crate) fn new(s3: S3Service, network: NetworkProfile, faults: Arc<Faults>) -> Self {
+        Self {
+            s3,
+            network,
+            faults,
+        }
     }
 
-    /// Answers one request: the S3 operation, then the first-byte delay.
+    /// Answers one request: the S3 operation, then the first-byte delay; or the fault the
+    /// plan picks for it.
     async fn handle(
         self: Arc<Self>,
         req: http::Request<Incoming>,
     ) -> Result<HttpResponse, HttpError> {
-        let resp = self.s3.call(req.map(s3s::Body::from)).await;
+        let Some((fault, duration)) = self.faults.pick() else {
+            let resp = self.s3.call(req.map(s3s::Body::from)).await;
+            self.first_byte_delay().await;
+            return resp;
+        };
+        tracing::debug!(?fault, method = %req.method(), uri = %req.uri(), "injecting a fault");
+        match fault {
+            Fault::Unavailable => {
+                self.first_byte_delay().await;
+                Ok(error_response(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "SlowDown",
+                    "Please reduce your request rate.",
+                ))
+            }
+            Fault::ErrorAfter => {
+                let resp = self.s3.call(req.map(s3s::Body::from)).await;
+                drop(resp);
+                self.first_byte_delay().await;
+                Ok(error_response(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                ))
+            }
+            Fault::Hang => {
+                tokio::time::sleep(duration).await;
+                Err(HttpError::new("injected fault: the request hung".into()))
+            }
+            Fault::Slow => {
+                tokio::time::sleep(duration).await;
+                let resp = self.s3.call(req.map(s3s::Body::from)).await;
+                self.first_byte_delay().await;
+                resp
+            }
+            Fault::Reset => self.reset(req).await,
+        }
+    }
+
+    async fn first_byte_delay(&self) {
         let delay = self.network.first_byte_delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        resp
+    }
+
+    /// Cuts the connection in the middle of a body: the request's, when it has one, else the
+    /// response's; before any answer when neither has a body.
+    async fn reset(&self, req: http::Request<Incoming>) -> Result<HttpResponse, HttpError> {
+        let cut = || HttpError::new("injected fault: connection reset".into());
+        let request_len = content_length(req.headers());
+        if request_len > 1 {
+            let mut body = s3s::Body::from(req.into_body());
+            let mut read = 0;
+            while read < request_len / 2 {
+                match body.next().await {
+                    Some(Ok(chunk)) => read += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+            return Err(cut());
+        }
+        let mut resp = self.s3.call(req.map(s3s::Body::from)).await?;
+        let response_len = content_length(resp.headers());
+        if response_len <= 1 {
+            return Err(cut());
+        }
+        self.first_byte_delay().await;
+        let body = std::mem::take(resp.body_mut());
+        let half = usize::try_from(response_len / 2).unwrap_or(usize::MAX);
+        let stream: DynByteStream = Box::pin(CutShort {
+            inner: body,
+            left: half,
+            done: false,
+        });
+        *resp.body_mut() = s3s::Body::from(stream);
+        Ok(resp)
     }
 }
+
+fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An S3 error answer, as S3 writes them.
+fn error_response(status: http::StatusCode, code: &str, message: &str) -> HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>injected-fault</RequestId></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// A response body that ends in an error after `left` bytes: the connection is cut.
+struct CutShort {
+    inner: s3s::Body,
+    left: usize,
+    done: bool,
+}
+
+impl Stream for CutShort {
+    type Item = Result<Bytes, StdError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.left == 0 {
+            this.done = true;
+            return Poll::Ready(Some(Err("injected fault: connection reset".into())));
+        }
+        match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            Some(Ok(mut chunk)) => {
+                if chunk.len() > this.left {
+                    chunk.truncate(this.left);
+                }
+                this.left -= chunk.len();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            other => {
+                this.done = true;
+                Poll::Ready(other)
+            }
+        }
+    }
+}
+
+impl ByteStream for CutShort {}
 
 /// Accepts and serves connections until `shutdown` is cancelled, then closes
 /// the listener and every connection (dropping requests in flight) before
