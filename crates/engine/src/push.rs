@@ -1,7 +1,7 @@
 //! `push`: archive one WAL file. PostgreSQL's `archive_command`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -391,8 +391,8 @@ impl Budget {
     }
 }
 
-/// Reads a checked file in pieces and compresses it, holding its size of the budget while it
-/// does and then only the compressed object's. The file must not change while it is read.
+/// Reads a checked file and compresses it, holding its size of the budget while it does and
+/// then only the compressed object's. The file must not change while it is read.
 async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepared> {
     let mut held = budget.hold(checked.id.size()).await?;
     let prepared = blocking(move || {
@@ -408,29 +408,24 @@ async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepa
             path: path.clone(),
             source,
         };
-        let summary = summarize(&file, id.size()).map_err(io)?;
-        let mut encoder =
-            codec::Encoder::new(Vec::new(), level, Some(summary)).map_err(|source| {
-                Error::Encode {
-                    name: name.to_string(),
-                    source,
-                }
-            })?;
-        for_each_piece(&file, id.size(), |piece| encoder.write_all(piece)).map_err(io)?;
-        let changed = || Error::InvalidWal {
+        // One read and one-shot compression: a streamed compression of the same 16 MiB costs
+        // a fifth more CPU, and the budget bounds the memory either way.
+        let len = usize::try_from(id.size()).map_err(|_| Error::InvalidWal {
             name: name.to_string(),
-            reason: "the file changed while it was being read".into(),
-        };
-        let (encoded, _) = encoder.finish().map_err(|e| match e {
-            codec::Error::SummaryMismatch { .. } => changed(),
-            source => Error::Encode {
-                name: name.to_string(),
-                source,
-            },
+            reason: format!("a file of {} bytes is too large", id.size()),
         })?;
+        let mut data = vec![0u8; len];
+        file.read_exact_at(&mut data, 0).map_err(io)?;
         if FileId::of(&file).map_err(io)? != id {
-            return Err(changed());
+            return Err(Error::InvalidWal {
+                name: name.to_string(),
+                reason: "the file changed while it was being read".into(),
+            });
         }
+        let encoded = codec::encode(&data, level).map_err(|source| Error::Encode {
+            name: name.to_string(),
+            source,
+        })?;
         Ok((name, id, encoded))
     })
     .await?;
@@ -471,18 +466,6 @@ fn for_each_piece(
         offset += n as u64;
     }
     Ok(())
-}
-
-fn summarize(file: &File, len: u64) -> std::io::Result<codec::Summary> {
-    let mut hasher = crc32fast::Hasher::new();
-    for_each_piece(file, len, |piece| {
-        hasher.update(piece);
-        Ok(())
-    })?;
-    Ok(codec::Summary {
-        len,
-        crc32: hasher.finalize(),
-    })
 }
 
 /// Stores a prepared file with a create-only put; an object already under its name is
