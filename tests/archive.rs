@@ -197,33 +197,58 @@ fn assert_archived_intact(dir: &TestDir, repo: &Repo, cluster: &Cluster, names: 
     }
 }
 
-/// One push uploads `%p` and the next ready files; PostgreSQL's calls for those then answer
-/// from the ledger, without a request; once the archiver runs, it catches up with all of it.
+/// Waits until every file in `names` is recorded as archived in the cluster's push ledger.
+fn wait_recorded(cluster: &Cluster, names: &[String]) {
+    let ledger = cluster.data_dir().join("pg_wal/walferry-push");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !names
+        .iter()
+        .all(|n| ledger.join(format!("{n}.done")).is_file())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all of {names:?} were recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A push uploads `%p` and starts a worker that uploads every other ready file; PostgreSQL's
+/// calls for those then answer from the ledger, without a request; once the archiver runs, it
+/// catches up with all of it, nothing uploaded twice.
 #[test]
 fn push_uploads_ready_files_ahead() {
     let dir = TestDir::new("push-ahead").unwrap();
     let repo = Repo::s3(&dir);
     let (primary, ready) = primary_with_backlog(&dir, &repo, 8);
-    let mut env = repo.env.clone();
-    env.push(("WALFERRY_PUSH_JOBS".into(), "4".into()));
 
-    push_as_archiver(&primary, &ready[0], &env).expect(0, &["archived ahead stored=3 failed=0"]);
-    assert_archived_intact(&dir, &repo, &primary, &ready[..4]);
-    let fifth = dir.join("fifth");
-    fetch(&ready[4], fifth.to_str().unwrap(), &repo.env, dir.path()).expect(1, &[]);
+    push_as_archiver(&primary, &ready[0], &repo.env).expect(0, &[]);
+    wait_recorded(&primary, &ready);
+    assert_archived_intact(&dir, &repo, &primary, &ready);
 
     // PostgreSQL's calls for the files pushed ahead: answered from the ledger.
-    for name in &ready[1..4] {
-        let run = push_as_archiver(&primary, name, &env);
+    for name in &ready[1..] {
+        let run = push_as_archiver(&primary, name, &repo.env);
         run.expect(0, &["archived earlier"]);
         assert!(!run.stderr.contains("already exists"), "{}", run.stderr);
     }
 
-    // A file changed since it was recorded counts as not archived: it is compared again.
+    // A file changed since it was recorded counts as not archived: it is compared again (by
+    // this push, or by the worker if it is still running and gets there first).
     let third = primary.data_dir().join("pg_wal").join(&ready[3]);
     let bytes = std::fs::read(&third).unwrap();
     std::fs::write(&third, &bytes).unwrap();
-    push_as_archiver(&primary, &ready[3], &env).expect(0, &["already exists in the archive"]);
+    let run = push_as_archiver(&primary, &ready[3], &repo.env);
+    run.expect(0, &[]);
+    let worker_log =
+        std::fs::read_to_string(primary.data_dir().join("pg_wal/walferry-push/worker.log"))
+            .unwrap_or_default();
+    assert!(
+        run.stderr.contains("already exists in the archive")
+            || worker_log.contains("already exists in the archive"),
+        "{}\n{worker_log}",
+        run.stderr
+    );
 
     // The archiver takes over and catches up; nothing is uploaded twice.
     primary
@@ -235,8 +260,31 @@ fn push_uploads_ready_files_ahead() {
     let mut all = ready.clone();
     all.push(last);
     assert_archived_intact(&dir, &repo, &primary, &all);
-    let log = primary.log_contents();
-    assert!(!log.contains("already exists"), "{log}");
+    // Only the changed file was compared again.
+    let log = primary.log_contents()
+        + &std::fs::read_to_string(primary.data_dir().join("pg_wal/walferry-push/worker.log"))
+            .unwrap_or_default()
+        + &run.stderr;
+    assert_eq!(log.matches("already exists").count(), 1, "{log}");
+}
+
+/// `--jobs 1`: a push uploads its own file and starts no worker.
+#[test]
+fn push_with_one_job_uploads_its_own_file_only() {
+    let dir = TestDir::new("push-ahead-batch").unwrap();
+    let repo = Repo::local(&dir);
+    let (primary, ready) = primary_with_backlog(&dir, &repo, 4);
+    let mut env = repo.env.clone();
+    env.push(("WALFERRY_PUSH_JOBS".into(), "1".into()));
+    push_as_archiver(&primary, &ready[0], &env).expect(0, &[]);
+    let ledger = primary.data_dir().join("pg_wal/walferry-push");
+    assert!(ledger.join(format!("{}.done", ready[0])).is_file());
+    assert!(
+        !ledger.join(format!("{}.done", ready[1])).exists(),
+        "--jobs 1 uploads only its own file"
+    );
+    assert_archived_intact(&dir, &repo, &primary, &ready[..1]);
+    assert!(!ledger.join("worker.log").exists(), "no worker was started");
 }
 
 /// Pushes running at once share the backlog: each file is uploaded once (a second upload would
@@ -246,8 +294,7 @@ fn concurrent_pushes_upload_each_file_once() {
     let dir = TestDir::new("push-concurrent").unwrap();
     let repo = Repo::local(&dir);
     let (primary, ready) = primary_with_backlog(&dir, &repo, 12);
-    let mut env = server_env(&repo.env);
-    env.push(("WALFERRY_PUSH_JOBS".into(), "4".into()));
+    let env = server_env(&repo.env);
 
     let runs: Vec<Run> = std::thread::scope(|s| {
         let handles: Vec<_> = ready[..4]
@@ -260,7 +307,7 @@ fn concurrent_pushes_upload_each_file_once() {
         run.expect(0, &[]);
         assert!(!run.stderr.contains("already exists"), "{}", run.stderr);
     }
-    // Then PostgreSQL's calls for everything, in order.
+    // Then PostgreSQL's calls for everything, in order (the worker may still be at work).
     for name in &ready {
         let run = push_as_archiver(&primary, name, &env);
         run.expect(0, &[]);

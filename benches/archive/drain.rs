@@ -97,6 +97,8 @@ pub struct DrainReport {
     pub ratios_cloud: Vec<f64>,
     /// The largest peak RSS of any `push` call of one drain, MiB.
     pub push_peak_mib: Option<f64>,
+    /// The peak RSS of the background worker of that drain, MiB.
+    pub worker_peak_mib: Option<f64>,
     /// The median time of a walferry call whose file an earlier call had uploaded, ms.
     pub recorded_call_ms: Option<f64>,
     pub runs: Vec<DrainRun>,
@@ -237,7 +239,8 @@ pub fn run(servers: &Servers, settings: &Settings) -> DrainReport {
         modes: summaries,
         ratios_plain: ratios(false),
         ratios_cloud: ratios(true),
-        push_peak_mib: memory,
+        push_peak_mib: memory.map(|m| m.0),
+        worker_peak_mib: memory.map(|m| m.1),
         recorded_call_ms: median(&recorded),
         runs,
     }
@@ -307,7 +310,8 @@ fn prepare(servers: &Servers, settings: &Settings) -> Backlog {
 }
 
 /// One drain of a fresh copy of the backlog into a fresh repository. With `memory`, every
-/// call runs under GNU time and the second value is the largest peak RSS, MiB.
+/// call runs under GNU time and the second value is the largest peak RSS of a call and that
+/// of the background worker, MiB.
 fn drain(
     servers: &Servers,
     pgbr: Option<&PgBackRest>,
@@ -315,7 +319,7 @@ fn drain(
     mode: Mode,
     round: usize,
     memory: bool,
-) -> (DrainRun, Option<f64>) {
+) -> (DrainRun, Option<(f64, f64)>) {
     let name = format!(
         "{}-{round}{}",
         mode.name(),
@@ -382,7 +386,24 @@ fn drain(
     let exe = std::env::current_exe().unwrap();
     let mut archiver = Command::new(exe);
     archiver.arg("--archiver").arg(&pgdata).arg(&command);
-    let out = check_output(pg::as_cluster_user(archiver), "the simulated archiver");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (out, worker_peak) = std::thread::scope(|s| {
+        // The background worker push starts is not under GNU time: sample its peak instead.
+        let sampler = s.spawn(|| {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if memory {
+                    peak = peak.max(worker_vm_hwm_kib());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        let out = check_output(pg::as_cluster_user(archiver), "the simulated archiver");
+        // The worker outlives the last call by its idle time; its peak is reached by then.
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, sampler.join().unwrap())
+    });
     let result: ArchiverResult = serde_json::from_str(out.trim())
         .unwrap_or_else(|e| panic!("the archiver's report: {e}: {out}"));
 
@@ -411,12 +432,13 @@ fn drain(
         "{name}: the repository holds {archived} of {segments} segments"
     );
     let peak = memory.then(|| {
-        std::fs::read_to_string(&memory_file)
+        let calls = std::fs::read_to_string(&memory_file)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse::<f64>().ok())
             .fold(0.0, f64::max)
-            / 1024.0
+            / 1024.0;
+        (calls, worker_peak as f64 / 1024.0)
     });
     servers.remove(&prefix);
     let _ = std::fs::remove_dir_all(&pgdata);
@@ -433,6 +455,31 @@ fn drain(
         },
         peak,
     )
+}
+
+/// The largest `VmHWM` of the running `walferry-archive` background workers, KiB.
+fn worker_vm_hwm_kib() -> u64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v == b"WALFERRY_PUSH_WORKER=1")
+            })
+        })
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The simulated archiver: `--archiver PGDATA COMMAND`. Prints its [`ArchiverResult`] as

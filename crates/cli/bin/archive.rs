@@ -5,8 +5,11 @@
 #![recursion_limit = "256"]
 
 use std::num::{NonZeroU64, NonZeroUsize};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -118,9 +121,9 @@ struct PushArgs {
           value_parser = clap::value_parser!(i32).range(1..=19))]
     compress_level: i32,
 
-    /// Files uploaded at once: WAL_PATH and up to JOBS - 1 of the files PostgreSQL has marked
-    /// ready in pg_wal/archive_status, so that its later calls for them return at once;
-    /// 1 uploads WAL_PATH alone
+    /// Files uploaded at once ahead of PostgreSQL's calls, from pg_wal/archive_status, by a
+    /// background worker this push starts (it exits after 10 s without a ready file), so that
+    /// PostgreSQL's later calls return at once; 1 uploads WAL_PATH alone, with no worker
     #[arg(long, env = "WALFERRY_PUSH_JOBS", default_value_t = walferry_engine::DEFAULT_PUSH_JOBS)]
     jobs: NonZeroUsize,
 }
@@ -156,14 +159,21 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
     }
     let runtime = walferry::runtime().map_err(usage)?;
     let result = match cli.command {
+        Command::Push(args) if std::env::var_os(WORKER_ENV).is_some() => {
+            runtime.block_on(run_worker(&config, &args));
+            Ok(Exit::Success)
+        }
         Command::Push(args) => runtime.block_on(async {
             let store = Store::open(&config)
                 .await
                 .context("open repository")
                 .map_err(usage)?;
+            // A worker uploads the other ready files; this push uploads its own file only.
+            let (path, repo) = (args.path.clone(), config.identity());
             let options = PushOptions {
                 compression_level: args.compress_level,
                 jobs: args.jobs,
+                start_worker: Some(Arc::new(move || start_worker(&path, &repo))),
             };
             let cancel = CancellationToken::new();
             match walferry_engine::push(&store, &args.path, &options, &cancel).await {
@@ -221,6 +231,87 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
     // Do not wait for a blocking task stuck on a hung filesystem: the outcome is known.
     runtime.shutdown_background();
     result
+}
+
+/// Set in the environment of the background worker a push starts: the same command line,
+/// run as the worker for the `pg_wal` of its path.
+const WORKER_ENV: &str = "WALFERRY_PUSH_WORKER";
+
+/// How long the worker waits for a new ready file before it exits.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
+
+/// Makes sure a background worker runs for the `pg_wal` holding `path`: starts one (this
+/// program again, same arguments, [`WORKER_ENV`] set, in its own process group, logging to
+/// `pg_wal/walferry-push/worker.log`, not waited for) unless one runs. Whether one runs or
+/// was started.
+fn start_worker(path: &Path, repo: &str) -> bool {
+    let Some(ledger) = walferry_engine::ledger::Ledger::beside(path, repo) else {
+        return false;
+    };
+    if ledger.worker_running() {
+        return true;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    // Its log goes to a file: a caller reading this push's output to its end must not wait
+    // for the worker too.
+    let log = ledger
+        .pg_wal()
+        .join(walferry_engine::ledger::LEDGER_DIR)
+        .join("worker.log");
+    // Started afresh once it passes 1 MiB.
+    let long = std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20);
+    let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(!long)
+        .write(true)
+        .truncate(long)
+        .open(&log)
+    else {
+        return false;
+    };
+    let mut worker = std::process::Command::new(exe);
+    worker
+        .args(std::env::args_os().skip(1))
+        .env(WORKER_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    match worker.spawn() {
+        // It outlives this process; init reaps it.
+        Ok(_child) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not start a push worker");
+            false
+        }
+    }
+}
+
+/// The background worker: uploads ready files until idle. Failures are its own to log (at
+/// debug level: PostgreSQL's own call for each file reports them).
+async fn run_worker(config: &walferry_store::StoreConfig, args: &PushArgs) {
+    let Ok(store) = Store::open(config).await else {
+        return;
+    };
+    let options = PushOptions {
+        compression_level: args.compress_level,
+        jobs: args.jobs,
+        start_worker: None,
+    };
+    let cancel = CancellationToken::new();
+    match walferry_engine::push_worker(&store, &args.path, &options, WORKER_IDLE, &cancel).await {
+        Ok(Some(report)) => {
+            tracing::debug!(
+                stored = report.stored,
+                failed = report.failed,
+                "push worker done"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "push worker stopped"),
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 //!   removes the file while still holding the lock; whoever locks a file checks that its path
 //!   still names that file, so two processes never both believe they hold the same claim.
 //!
+//! - `worker`: locked by the background worker `push` starts (see `crate::push_worker`) for as
+//!   long as it runs; there is at most one per `pg_wal`. It logs to `worker.log` beside it.
+//!
 //! Records are removed once PostgreSQL has acknowledged their file (its `.ready` is gone). A
 //! lost or damaged record costs one more upload, which finds identical content and succeeds; a
 //! record is never the only evidence that a file is durable in a way that could be wrong, since
@@ -206,6 +209,28 @@ impl Ledger {
         }
     }
 
+    /// Takes the lock a background push worker holds while it runs (the file `worker` in the
+    /// ledger): `Ok(None)` when another process holds it. The lock goes with the file handle.
+    pub fn lock_worker(&self) -> io::Result<Option<File>> {
+        self.ensure_dir()?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.dir.join("worker"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Whether a background push worker runs for this `pg_wal` (of any repository).
+    pub fn worker_running(&self) -> bool {
+        matches!(self.lock_worker(), Ok(None))
+    }
+
     /// The files PostgreSQL has marked ready for archiving, in the order its archiver takes
     /// them: timeline history files first, then by name.
     pub fn ready_files(&self) -> io::Result<Vec<WalFileName>> {
@@ -339,6 +364,23 @@ mod tests {
         drop(first);
         assert!(waiter.join().unwrap());
         assert!(ledger.claim(SEG, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn one_worker_at_a_time() {
+        let (_dir, pg_wal) = pg_wal();
+        let ledger = Ledger::beside(&pg_wal.join(SEG), "file:///r").unwrap();
+        assert!(!ledger.worker_running());
+        let held = ledger.lock_worker().unwrap().expect("free");
+        assert!(ledger.worker_running());
+        assert!(ledger.lock_worker().unwrap().is_none());
+        ledger.sweep();
+        assert!(
+            ledger.worker_running(),
+            "sweep leaves the worker's lock alone"
+        );
+        drop(held);
+        assert!(!ledger.worker_running());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fetch::{FetchOutcome, fetch};
 pub use push::{
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_PUSH_JOBS, PushOptions, PushOutcome, PushReport,
-    already_recorded, push,
+    StartWorker, WorkerReport, already_recorded, push, push_worker,
 };
 
 /// The largest object the engine decodes: the largest WAL segment PostgreSQL allows.

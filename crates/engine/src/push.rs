@@ -6,6 +6,7 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -31,14 +32,31 @@ pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 /// Memory is bounded by the push's byte budget, not by this.
 pub const DEFAULT_PUSH_JOBS: NonZeroUsize = NonZeroUsize::new(8).expect("8 is not zero");
 
+/// Starts (or finds) a background worker ([`push_worker`]) for a `pg_wal`; whether one runs.
+pub type StartWorker = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// How to push.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PushOptions {
     /// The zstd compression level.
     pub compression_level: i32,
     /// Files uploaded at once: `%p` and up to `jobs - 1` of the files PostgreSQL has marked
     /// ready, when `%p` is in a `pg_wal`. 1 uploads `%p` alone.
     pub jobs: NonZeroUsize,
+    /// Called once `%p` is known valid and of the repository's cluster, when `%p` is in a
+    /// `pg_wal` and `jobs` > 1. When it returns true, a worker uploads the ready files and
+    /// push uploads `%p` only; otherwise push uploads `jobs - 1` of them itself.
+    pub start_worker: Option<StartWorker>,
+}
+
+impl std::fmt::Debug for PushOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushOptions")
+            .field("compression_level", &self.compression_level)
+            .field("jobs", &self.jobs)
+            .field("start_worker", &self.start_worker.is_some())
+            .finish()
+    }
 }
 
 impl Default for PushOptions {
@@ -46,6 +64,7 @@ impl Default for PushOptions {
         PushOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             jobs: DEFAULT_PUSH_JOBS,
+            start_worker: None,
         }
     }
 }
@@ -165,11 +184,19 @@ pub async fn push(
         return Ok(recorded_outcome());
     }
 
+    let worker = ledger.is_some()
+        && options.jobs.get() > 1
+        && options.start_worker.as_ref().is_some_and(|start| start());
     let ahead = match &ledger {
-        Some(ledger) if options.jobs.get() > 1 => {
+        Some(ledger) if options.jobs.get() > 1 && !worker => {
             let ledger = ledger.clone();
             let want = options.jobs.get() - 1;
-            blocking(move || Ok(pick_ahead(&ledger, &name_text, want))).await?
+            let own = name_text.clone();
+            blocking(move || {
+                ledger.sweep();
+                Ok(pick_ahead(&ledger, |n| n == own, want))
+            })
+            .await?
         }
         _ => Vec::new(),
     };
@@ -241,10 +268,13 @@ async fn record(ledger: &Ledger, claim: &Claim, name: &str, path: &Path) {
     }
 }
 
-/// Up to `want` files marked ready, other than `own`, that are not recorded and that this
-/// process could claim, in the archiver's order.
-fn pick_ahead(ledger: &Ledger, own: &str, want: usize) -> Vec<(WalFileName, Claim)> {
-    ledger.sweep();
+/// Up to `want` files marked ready, not recorded, not `skip`ped, that this process could
+/// claim, in the archiver's order.
+fn pick_ahead(
+    ledger: &Ledger,
+    skip: impl Fn(&str) -> bool,
+    want: usize,
+) -> Vec<(WalFileName, Claim)> {
     let Ok(ready) = ledger.ready_files() else {
         return Vec::new();
     };
@@ -254,7 +284,7 @@ fn pick_ahead(ledger: &Ledger, own: &str, want: usize) -> Vec<(WalFileName, Clai
             break;
         }
         let text = name.to_string();
-        if text == own {
+        if skip(&text) {
             continue;
         }
         let path = ledger.pg_wal().join(&text);
@@ -320,6 +350,148 @@ async fn push_ahead(
     }
 }
 
+/// How often an idle worker looks for new ready files.
+const WORKER_POLL: Duration = Duration::from_millis(50);
+
+/// How long a worker leaves a file alone after failing to upload it.
+const WORKER_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What a background worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Files now durable (or found already archived) and recorded.
+    pub stored: usize,
+    /// Uploads that failed (each left to PostgreSQL's own call, or to a later try).
+    pub failed: usize,
+}
+
+/// The background worker `push` starts: uploads the files PostgreSQL marks ready in the
+/// `pg_wal` holding `wal_path`, as they appear, `jobs` at once, oldest first, and records
+/// each once durable, so that PostgreSQL's calls find them recorded. Returns when no file has
+/// been ready for `idle`, or at once (`None`) when another worker runs or `wal_path` is not in
+/// a `pg_wal`; `None` too when the repository still has no descriptor after `idle` (the push
+/// that started the worker writes it).
+///
+/// Claims keep it and the pushes PostgreSQL runs from uploading a file twice; it never
+/// touches `archive_status/`.
+pub async fn push_worker(
+    store: &Store,
+    wal_path: &Path,
+    options: &PushOptions,
+    idle: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<WorkerReport>> {
+    let Some(ledger) = Ledger::beside(wal_path, store.identity()) else {
+        return Ok(None);
+    };
+    let lock_path = ledger.pg_wal().join(LEDGER_DIR).join("worker");
+    let lock = {
+        let ledger = ledger.clone();
+        let path = lock_path.clone();
+        blocking(move || {
+            ledger.lock_worker().map_err(|source| Error::LocalIo {
+                action: "lock",
+                path,
+                source,
+            })
+        })
+        .await?
+    };
+    let Some(_lock) = lock else {
+        return Ok(None);
+    };
+    // The push that started this worker writes the descriptor of a new repository.
+    let waiting = Instant::now();
+    let descriptor = loop {
+        if let Some(d) = repo_io::load_descriptor(store, cancel)
+            .await
+            .map_err(|e| manifest_error(e, store.location()))?
+        {
+            break d;
+        }
+        if waiting.elapsed() >= idle || cancel.is_cancelled() {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    debug!(pg_wal = %ledger.pg_wal().display(), jobs = options.jobs.get(), "push worker started");
+    let level = options.compression_level;
+    let budget = Budget::new();
+    let mut report = WorkerReport::default();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut resting: std::collections::HashMap<String, Instant> = Default::default();
+    let mut last_work = Instant::now();
+    let mut last_sweep: Option<Instant> = None;
+    while !cancel.is_cancelled() {
+        if in_flight.len() < options.jobs.get() {
+            let now = Instant::now();
+            resting.retain(|_, until| *until > now);
+            let sweep = last_sweep.is_none_or(|at| at.elapsed() > Duration::from_secs(2));
+            if sweep {
+                last_sweep = Some(now);
+            }
+            let want = options.jobs.get() - in_flight.len();
+            let skip: std::collections::HashSet<String> = resting.keys().cloned().collect();
+            let ledger_for_pick = ledger.clone();
+            let picked = blocking(move || {
+                if sweep {
+                    ledger_for_pick.sweep();
+                }
+                Ok(pick_ahead(&ledger_for_pick, |n| skip.contains(n), want))
+            })
+            .await?;
+            for (name, claim) in picked {
+                last_work = Instant::now();
+                let text = name.to_string();
+                let upload = push_ahead(
+                    store,
+                    &ledger,
+                    name,
+                    claim,
+                    &descriptor,
+                    level,
+                    &budget,
+                    cancel,
+                );
+                in_flight.push(async move { (text, upload.await) });
+            }
+        }
+        if in_flight.is_empty() {
+            if last_work.elapsed() >= idle {
+                break;
+            }
+            tokio::time::sleep(WORKER_POLL).await;
+            continue;
+        }
+        tokio::select! {
+            Some((name, stored)) = futures::StreamExt::next(&mut in_flight) => {
+                last_work = Instant::now();
+                if stored {
+                    report.stored += 1;
+                } else {
+                    report.failed += 1;
+                    resting.insert(name, Instant::now() + WORKER_RETRY_AFTER);
+                }
+            }
+            () = tokio::time::sleep(WORKER_POLL) => {}
+        }
+    }
+    // Cancelled: let the uploads in flight end (each is bounded by the retry budget).
+    while let Some((_, stored)) = futures::StreamExt::next(&mut in_flight).await {
+        if stored {
+            report.stored += 1;
+        } else {
+            report.failed += 1;
+        }
+    }
+    debug!(
+        stored = report.stored,
+        failed = report.failed,
+        "push worker stopped"
+    );
+    Ok(Some(report))
+}
+
 /// A WAL file opened and checked, not yet read whole.
 struct Checked {
     name: WalFileName,
@@ -367,7 +539,7 @@ struct Prepared {
 /// compressed objects waiting for or in upload for theirs. With 16 MiB segments, two files
 /// compress at once (the cores a small database host spares) and objects of ordinary WAL,
 /// compressed 3 to 10 times, fill the rest. It bounds `push`'s memory whatever `--jobs` is.
-const BUDGET_KIB: u32 = 40 << 10;
+const BUDGET_KIB: u32 = 48 << 10;
 
 /// [`BUDGET_KIB`], shared by the files of one push.
 struct Budget(Arc<Semaphore>);
