@@ -143,7 +143,8 @@ impl DrainReport {
         }
         if let Some(mib) = self.push_peak_mib {
             t.push_str(&format!(
-                "push peak memory: {mib:.1} MiB (GNU time, every call of one cloud drain)\n"
+                "push peak memory: {mib:.1} MiB (GNU time, every call of one cloud drain); its background worker {:.1} MiB (VmHWM)\n",
+                self.worker_peak_mib.unwrap_or(0.0)
             ));
         }
         t.push('\n');

@@ -56,11 +56,17 @@ impl<W: Write> Encoder<W> {
     /// With `expected: Some(summary)` the header carries that summary, so that a reader learns
     /// the object's length and checksum from its first [`HEADER_LEN`] bytes, and
     /// [`finish`](Encoder::finish) fails with [`Error::SummaryMismatch`] unless exactly those
-    /// bytes were written. With `None` only the trailer carries the summary.
+    /// bytes were written; a write past the summary's length fails at once, with the same
+    /// error inside the `io::Error`. With `None` only the trailer carries the summary.
     pub fn new(mut writer: W, level: i32, expected: Option<Summary>) -> Result<Self> {
         check_level(level)?;
         writer.write_all(&Header::new(expected).to_bytes())?;
-        let inner = zstd::stream::write::Encoder::new(writer, level)?;
+        let mut inner = zstd::stream::write::Encoder::new(writer, level)?;
+        if let Some(summary) = expected {
+            // Known up front, the size lets zstd choose its parameters as for a one-shot
+            // compression and records it in the frame.
+            inner.set_pledged_src_size(Some(summary.len))?;
+        }
         Ok(Encoder {
             inner,
             hasher: crc32fast::Hasher::new(),
@@ -99,6 +105,18 @@ impl<W: Write> Encoder<W> {
 /// Compresses the bytes; their summary covers exactly what each call reports as written.
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(expected) = self.expected
+            && self.len.saturating_add(to_u64(buf.len())) > expected.len
+        {
+            // More than the header promises: refused before zstd sees it.
+            let mut hasher = self.hasher.clone();
+            hasher.update(buf);
+            let actual = Summary {
+                len: self.len.saturating_add(to_u64(buf.len())),
+                crc32: hasher.finalize(),
+            };
+            return Err(Error::SummaryMismatch { expected, actual }.into());
+        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len = self.len.saturating_add(to_u64(n));
@@ -195,8 +213,11 @@ mod tests {
         ];
         for (name, expected, written) in cases {
             let mut encoder = Encoder::new(Vec::new(), 3, Some(expected)).unwrap();
-            encoder.write_all(written).unwrap();
-            match encoder.finish() {
+            let result = match encoder.write_all(written) {
+                Ok(()) => encoder.finish().map(|_| ()),
+                Err(e) => Err(Error::from(e)),
+            };
+            match result {
                 Err(Error::SummaryMismatch {
                     expected: e,
                     actual,

@@ -1,7 +1,7 @@
 //! `push`: archive one WAL file. PostgreSQL's `archive_command`.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -535,18 +535,36 @@ struct Prepared {
     _held: OwnedSemaphorePermit,
 }
 
-/// The most bytes one push holds at once: files being compressed count for their size,
-/// compressed objects waiting for or in upload for theirs. With 16 MiB segments, two files
-/// compress at once (the cores a small database host spares) and objects of ordinary WAL,
-/// compressed 3 to 10 times, fill the rest. It bounds `push`'s memory whatever `--jobs` is.
-const BUDGET_KIB: u32 = 48 << 10;
+/// The most bytes of compressed objects one push holds at once, waiting for or in upload, plus
+/// [`COMPRESSING_KIB`] for each file being compressed. It bounds `push`'s memory whatever
+/// `--jobs` is; 32 MiB keeps eight uploads of ordinary WAL (compressed 3 to 10 times) in
+/// flight.
+const BUDGET_KIB: u32 = 32 << 10;
 
-/// [`BUDGET_KIB`], shared by the files of one push.
-struct Budget(Arc<Semaphore>);
+/// What a file being compressed holds of the budget until its compressed size is known: the
+/// streaming compressor's window and buffers, and the start of the output.
+const COMPRESSING_KIB: u64 = 4 << 10;
+
+/// Files compressed at once, at most: one per core, up to four.
+const MAX_COMPRESSING: usize = 4;
+
+/// The most one object holds of the budget: with every other compression holding its
+/// [`COMPRESSING_KIB`], what is left still lets this one have it, so no wait can last for
+/// ever (larger objects, of larger segments, count for this much).
+const MAX_OBJECT_KIB: usize =
+    BUDGET_KIB as usize - (MAX_COMPRESSING - 1) * COMPRESSING_KIB as usize;
+
+/// [`BUDGET_KIB`], shared by the files of one push, and a slot per core for compressing: more
+/// compressions at once would not go faster, and each holds its own buffers.
+struct Budget(Arc<Semaphore>, Semaphore);
 
 impl Budget {
     fn new() -> Budget {
-        Budget(Arc::new(Semaphore::new(BUDGET_KIB as usize)))
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Budget(
+            Arc::new(Semaphore::new(BUDGET_KIB as usize)),
+            Semaphore::new(cores.min(MAX_COMPRESSING)),
+        )
     }
 
     /// Holds `bytes` of the budget (all of it, for a file larger than the budget).
@@ -563,10 +581,19 @@ impl Budget {
     }
 }
 
-/// Reads a checked file and compresses it, holding its size of the budget while it does and
-/// then only the compressed object's. The file must not change while it is read.
+/// Reads a checked file in pieces and compresses it as a stream, holding its size of the
+/// budget while it does and then only the compressed object's. The file must not change while
+/// it is read.
+///
+/// In pieces, not whole: a whole 16 MiB segment per file, freed and allocated again, is what
+/// the allocator keeps in its per-thread arenas, and a worker's memory grew to 178 MiB that
+/// way; in 1 MiB pieces it stays near the budget (`benches/README.md`, "archive").
 async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepared> {
-    let mut held = budget.hold(checked.id.size()).await?;
+    // The slot first: only files being compressed hold a compressing share of the budget.
+    let core = budget.1.acquire().await.map_err(|_| Error::Internal {
+        message: "the push's compression slots were closed".into(),
+    })?;
+    let mut held = budget.hold(COMPRESSING_KIB * 1024).await?;
     let prepared = blocking(move || {
         let Checked {
             name,
@@ -580,37 +607,51 @@ async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepa
             path: path.clone(),
             source,
         };
-        // One read and one-shot compression: a streamed compression of the same 16 MiB costs
-        // a fifth more CPU, and the budget bounds the memory either way.
-        let len = usize::try_from(id.size()).map_err(|_| Error::InvalidWal {
+        let changed = || Error::InvalidWal {
             name: name.to_string(),
-            reason: format!("a file of {} bytes is too large", id.size()),
+            reason: "the file changed while it was being read".into(),
+        };
+        let summary = summarize(&file, id.size()).map_err(io)?;
+        let mut encoder =
+            codec::Encoder::new(Vec::new(), level, Some(summary)).map_err(|source| {
+                Error::Encode {
+                    name: name.to_string(),
+                    source,
+                }
+            })?;
+        for_each_piece(&file, id.size(), |piece| encoder.write_all(piece)).map_err(|e| {
+            match codec::Error::from_io(&e) {
+                Some(codec::Error::SummaryMismatch { .. }) => changed(),
+                _ => io(e),
+            }
         })?;
-        let mut data = vec![0u8; len];
-        file.read_exact_at(&mut data, 0).map_err(io)?;
-        if FileId::of(&file).map_err(io)? != id {
-            return Err(Error::InvalidWal {
+        let (encoded, _) = encoder.finish().map_err(|e| match e {
+            codec::Error::SummaryMismatch { .. } => changed(),
+            source => Error::Encode {
                 name: name.to_string(),
-                reason: "the file changed while it was being read".into(),
-            });
-        }
-        let encoded = codec::encode(&data, level).map_err(|source| Error::Encode {
-            name: name.to_string(),
-            source,
+                source,
+            },
         })?;
+        if FileId::of(&file).map_err(io)? != id {
+            return Err(changed());
+        }
         Ok((name, id, encoded))
     })
     .await?;
     let (name, id, encoded) = prepared;
-    // Give back what compression saved.
-    let keep = u32::try_from((encoded.len() as u64).div_ceil(1024))
-        .unwrap_or(u32::MAX)
-        .max(1);
-    if let Some(spare) = held.num_permits().checked_sub(keep as usize)
-        && spare > 0
-    {
-        drop(held.split(spare));
+    // Hold what the object needs: give back the spare, or wait for more (a file that hardly
+    // compresses; its bytes exist already, but nothing new starts until they fit).
+    let need = usize::try_from((encoded.len() as u64).div_ceil(1024))
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_OBJECT_KIB);
+    let have = held.num_permits();
+    if have > need {
+        drop(held.split(have - need));
+    } else if need > have {
+        held.merge(budget.hold((need - have) as u64 * 1024).await?);
     }
+    // Only now: a compression waiting for its share still counts as one.
+    drop(core);
     Ok(Prepared {
         name,
         id,
@@ -638,6 +679,18 @@ fn for_each_piece(
         offset += n as u64;
     }
     Ok(())
+}
+
+fn summarize(file: &File, len: u64) -> std::io::Result<codec::Summary> {
+    let mut hasher = crc32fast::Hasher::new();
+    for_each_piece(file, len, |piece| {
+        hasher.update(piece);
+        Ok(())
+    })?;
+    Ok(codec::Summary {
+        len,
+        crc32: hasher.finalize(),
+    })
 }
 
 /// Stores a prepared file with a create-only put; an object already under its name is
