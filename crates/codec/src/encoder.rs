@@ -162,6 +162,65 @@ pub fn encode(data: &[u8], level: i32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The piece size [`encode_from`] reads in.
+const PIECE: usize = 1 << 20;
+
+/// Encodes the `len` bytes `source` yields as one frame whose header carries their summary,
+/// reading them once, in pieces. The summary is computed on the way and the header written
+/// last, over a placeholder: the output is in memory anyway. Memory: the object, one piece and
+/// the compressor, not the content. zstd is told the size up front, so it compresses as
+/// [`encode`] does.
+///
+/// Fails with [`Error::Io`] (`InvalidData`) when `source` yields more or fewer than `len`
+/// bytes.
+///
+/// ```
+/// let object = walferry_codec::encode_from(&b"hello"[..], 5, 3)?;
+/// assert_eq!(walferry_codec::decode(&object, 5)?, b"hello");
+/// # Ok::<(), walferry_codec::Error>(())
+/// ```
+pub fn encode_from(mut source: impl io::Read, len: u64, level: i32) -> Result<Vec<u8>> {
+    check_level(level)?;
+    let mut out = Vec::new();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    let mut zstd = zstd::stream::write::Encoder::new(out, level)?;
+    zstd.set_pledged_src_size(Some(len))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut piece = vec![0u8; usize::try_from(len).map_or(PIECE, |len| len.clamp(1, PIECE))];
+    let mut total = 0u64;
+    let wrong_length = |total: u64| {
+        Error::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the source yielded {total} bytes or more, not the {len} announced"),
+        ))
+    };
+    loop {
+        let n = match source.read(&mut piece) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Io(e)),
+        };
+        total = total.saturating_add(to_u64(n));
+        if total > len {
+            return Err(wrong_length(total));
+        }
+        hasher.update(&piece[..n]);
+        zstd.write_all(&piece[..n])?;
+    }
+    if total != len {
+        return Err(wrong_length(total));
+    }
+    let summary = Summary {
+        len,
+        crc32: hasher.finalize(),
+    };
+    let mut out = zstd.finish()?;
+    out.extend_from_slice(&trailer_bytes(summary));
+    out[..HEADER_LEN].copy_from_slice(&Header::new(Some(summary)).to_bytes());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +255,26 @@ mod tests {
                 let error = one_shot.unwrap_err();
                 assert!(matches!(error, Error::InvalidLevel { level: l } if l == level));
                 assert!(!error.is_corruption());
+            }
+        }
+    }
+
+    #[test]
+    fn encode_from_reads_once_and_matches_encode() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let streamed = encode_from(&data[..], data.len() as u64, 3).unwrap();
+        assert_eq!(decode(&streamed, data.len() as u64).unwrap(), data);
+        let header = Header::parse(&streamed[..HEADER_LEN]).unwrap();
+        assert_eq!(header.summary, Some(Summary::of(&data)));
+        assert_eq!(parse_trailer(&streamed).unwrap(), Summary::of(&data));
+        let empty = encode_from(&b""[..], 0, 3).unwrap();
+        assert_eq!(decode(&empty, 0).unwrap(), b"");
+        for (announced, what) in [(2_999_999u64, "longer"), (3_000_001, "shorter")] {
+            match encode_from(&data[..], announced, 3) {
+                Err(Error::Io(e)) => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
             }
         }
     }

@@ -121,6 +121,6 @@ mod error;
 mod format;
 
 pub use decoder::{Decoder, decode};
-pub use encoder::{DEFAULT_LEVEL, Encoder, encode, level_range};
+pub use encoder::{DEFAULT_LEVEL, Encoder, encode, encode_from, level_range};
 pub use error::{Error, Result};
 pub use format::{FORMAT_VERSION, HEADER_LEN, Header, Summary, TRAILER_LEN, parse_trailer};

@@ -1,7 +1,7 @@
 //! `push`: archive one WAL file. PostgreSQL's `archive_command`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -611,22 +611,11 @@ async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepa
             name: name.to_string(),
             reason: "the file changed while it was being read".into(),
         };
-        let summary = summarize(&file, id.size()).map_err(io)?;
-        let mut encoder =
-            codec::Encoder::new(Vec::new(), level, Some(summary)).map_err(|source| {
-                Error::Encode {
-                    name: name.to_string(),
-                    source,
-                }
-            })?;
-        for_each_piece(&file, id.size(), |piece| encoder.write_all(piece)).map_err(|e| {
-            match codec::Error::from_io(&e) {
-                Some(codec::Error::SummaryMismatch { .. }) => changed(),
-                _ => io(e),
-            }
-        })?;
-        let (encoded, _) = encoder.finish().map_err(|e| match e {
-            codec::Error::SummaryMismatch { .. } => changed(),
+        // One pass: read in pieces, checksummed and compressed on the way.
+        let encoded = codec::encode_from(std::io::Read::take(&file, id.size()), id.size(), level)
+            .map_err(|e| match e {
+            codec::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => changed(),
+            codec::Error::Io(e) => io(e),
             source => Error::Encode {
                 name: name.to_string(),
                 source,
@@ -679,18 +668,6 @@ fn for_each_piece(
         offset += n as u64;
     }
     Ok(())
-}
-
-fn summarize(file: &File, len: u64) -> std::io::Result<codec::Summary> {
-    let mut hasher = crc32fast::Hasher::new();
-    for_each_piece(file, len, |piece| {
-        hasher.update(piece);
-        Ok(())
-    })?;
-    Ok(codec::Summary {
-        len,
-        crc32: hasher.finalize(),
-    })
 }
 
 /// Stores a prepared file with a create-only put; an object already under its name is
