@@ -209,6 +209,17 @@ impl Ledger {
         }
     }
 
+    /// Whether another process holds the claim on `name` right now. Creates nothing.
+    pub fn is_claimed(&self, name: &str) -> bool {
+        let Ok(file) = OpenOptions::new()
+            .write(true)
+            .open(self.dir.join(format!("{name}.lock")))
+        else {
+            return false;
+        };
+        matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+    }
+
     /// Takes the lock a background push worker holds while it runs (the file `worker` in the
     /// ledger): `Ok(None)` when another process holds it. The lock goes with the file handle.
     pub fn lock_worker(&self) -> io::Result<Option<File>> {
@@ -352,8 +363,10 @@ mod tests {
     fn a_claim_is_held_by_one_at_a_time() {
         let (_dir, pg_wal) = pg_wal();
         let ledger = Ledger::beside(&pg_wal.join(SEG), "file:///r").unwrap();
+        assert!(!ledger.is_claimed(SEG));
         let first = ledger.claim(SEG, false).unwrap().expect("free");
         assert!(ledger.claim(SEG, false).unwrap().is_none(), "held");
+        assert!(ledger.is_claimed(SEG));
 
         // A waiter gets it once the holder lets go, on a fresh lock file.
         let waiter = {

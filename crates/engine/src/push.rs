@@ -107,8 +107,9 @@ pub struct PushReport {
 }
 
 /// Whether the ledger beside `path` records it as durable in the repository `repo`
-/// ([`Store::identity`]) with the file unchanged since. A handful of system calls: `push`'s
-/// answer to PostgreSQL for a file an earlier push uploaded ahead.
+/// ([`Store::identity`]) with the file unchanged since; when another process (the background
+/// worker) is uploading it right now, after waiting for that upload to end. A handful of
+/// system calls and no runtime: `push`'s answer to PostgreSQL for a file uploaded ahead.
 pub fn already_recorded(path: &Path, repo: &str) -> bool {
     let Some(ledger) = Ledger::beside(path, repo) else {
         return false;
@@ -116,8 +117,20 @@ pub fn already_recorded(path: &Path, repo: &str) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    WalFileName::parse(name).is_ok()
-        && FileId::at(path).is_ok_and(|id| ledger.is_durable(name, &id))
+    if WalFileName::parse(name).is_err() {
+        return false;
+    }
+    let recorded = || FileId::at(path).is_ok_and(|id| ledger.is_durable(name, &id));
+    if recorded() {
+        return true;
+    }
+    if ledger.is_claimed(name) {
+        if let Ok(Some(claim)) = ledger.claim(name, true) {
+            drop(claim);
+        }
+        return recorded();
+    }
+    false
 }
 
 /// Archives the WAL file at `path`, and, when `path` is in a `pg_wal`, up to `jobs - 1` of the
