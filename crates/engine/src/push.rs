@@ -433,6 +433,7 @@ pub async fn push_worker(
     let mut report = WorkerReport::default();
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut resting: std::collections::HashMap<String, Instant> = Default::default();
+    let mut stored_here: std::collections::HashSet<String> = Default::default();
     let mut last_work = Instant::now();
     let mut last_sweep: Option<Instant> = None;
     while !cancel.is_cancelled() {
@@ -444,15 +445,27 @@ pub async fn push_worker(
                 last_sweep = Some(now);
             }
             let want = options.jobs.get() - in_flight.len();
-            let skip: std::collections::HashSet<String> = resting.keys().cloned().collect();
+            // Files this worker stored stay ready until PostgreSQL's call: no need to read
+            // their records again at every pick.
+            let mut skip: std::collections::HashSet<String> = resting.keys().cloned().collect();
+            skip.extend(stored_here.iter().cloned());
             let ledger_for_pick = ledger.clone();
-            let picked = blocking(move || {
-                if sweep {
+            let (picked, still_ready) = blocking(move || {
+                let still_ready = sweep.then(|| {
                     ledger_for_pick.sweep();
-                }
-                Ok(pick_ahead(&ledger_for_pick, |n| skip.contains(n), want))
+                    ledger_for_pick.ready_files().unwrap_or_default()
+                });
+                Ok((
+                    pick_ahead(&ledger_for_pick, |n| skip.contains(n), want),
+                    still_ready,
+                ))
             })
             .await?;
+            if let Some(ready) = still_ready {
+                let ready: std::collections::HashSet<String> =
+                    ready.iter().map(ToString::to_string).collect();
+                stored_here.retain(|n| ready.contains(n));
+            }
             for (name, claim) in picked {
                 last_work = Instant::now();
                 let text = name.to_string();
@@ -481,6 +494,7 @@ pub async fn push_worker(
                 last_work = Instant::now();
                 if stored {
                     report.stored += 1;
+                    stored_here.insert(name);
                 } else {
                     report.failed += 1;
                     resting.insert(name, Instant::now() + WORKER_RETRY_AFTER);
