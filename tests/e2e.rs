@@ -12,6 +12,7 @@ mod util;
 mod archive;
 mod backup;
 mod backup_scenarios;
+mod bad_input;
 mod estimate;
 mod faults;
 mod fetch;

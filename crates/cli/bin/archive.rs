@@ -169,7 +169,8 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
                 .await
                 .context("open repository")
                 .map_err(usage)?;
-            // A worker uploads the other ready files; this push uploads its own file only.
+            // A worker uploads the other ready files, started once this push's own file is
+            // durable; this push uploads its own file only.
             let (path, repo) = (args.path.clone(), config.identity());
             let options = PushOptions {
                 compression_level: args.compress_level,

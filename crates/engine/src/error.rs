@@ -55,7 +55,9 @@ pub enum Error {
     },
 
     /// A WAL file's content is not valid.
-    #[error("WAL file '{name}' is not valid: {reason}")]
+    #[error(
+        "WAL file '{name}' is not valid: {reason}; HINT: PostgreSQL did not write this file as it is: find out what did, and do not archive it"
+    )]
     InvalidWal {
         /// The file name.
         name: String,
@@ -64,7 +66,9 @@ pub enum Error {
     },
 
     /// Reading or writing a local file failed.
-    #[error("cannot {action} '{path}': {source}")]
+    #[error(
+        "cannot {action} '{path}': {source}; HINT: check that the path is right, that the user running walferry may {action} it, and that its filesystem has space"
+    )]
     LocalIo {
         /// What was being done ("read", "write", ...).
         action: &'static str,

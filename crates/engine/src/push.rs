@@ -43,9 +43,9 @@ pub struct PushOptions {
     /// Files uploaded at once: `%p` and up to `jobs - 1` of the files PostgreSQL has marked
     /// ready, when `%p` is in a `pg_wal`. 1 uploads `%p` alone.
     pub jobs: NonZeroUsize,
-    /// Called once `%p` is known valid and of the repository's cluster, when `%p` is in a
-    /// `pg_wal` and `jobs` > 1. When it returns true, a worker uploads the ready files and
-    /// push uploads `%p` only; otherwise push uploads `jobs - 1` of them itself.
+    /// When set, and `%p` is in a `pg_wal` and `jobs` > 1: push uploads `%p` only and calls
+    /// this once `%p` is durable, to start the worker that uploads the other ready files.
+    /// When not set, push uploads `jobs - 1` of them itself.
     pub start_worker: Option<StartWorker>,
 }
 
@@ -197,9 +197,9 @@ pub async fn push(
         return Ok(recorded_outcome());
     }
 
-    let worker = ledger.is_some()
-        && options.jobs.get() > 1
-        && options.start_worker.as_ref().is_some_and(|start| start());
+    // With a worker to start, it uploads the other ready files: it is started once this file
+    // is durable, so that a push that fails leaves nothing behind.
+    let worker = ledger.is_some() && options.jobs.get() > 1 && options.start_worker.is_some();
     let ahead = match &ledger {
         Some(ledger) if options.jobs.get() > 1 && !worker => {
             let ledger = ledger.clone();
@@ -219,6 +219,9 @@ pub async fn push(
         let outcome = store_prepared(store, path, prepared, cancel).await?;
         if let (Some(ledger), Some(claim)) = (&ledger, &claim) {
             record(ledger, claim, &outcome_name(&outcome), path).await;
+        }
+        if worker && let Some(start) = &options.start_worker {
+            start();
         }
         Ok::<_, Error>(outcome)
     };

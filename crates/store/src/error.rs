@@ -39,14 +39,18 @@ pub enum Error {
     },
 
     /// The S3 bucket does not exist.
-    #[error("bucket '{bucket}' does not exist")]
+    #[error(
+        "bucket '{bucket}' does not exist; HINT: create it, or correct the bucket in the repository URL"
+    )]
     NoSuchBucket {
         /// The bucket name.
         bucket: String,
     },
 
     /// The local filesystem holding the repository is full.
-    #[error("no space left on the device holding '{key}'")]
+    #[error(
+        "no space left on the device holding '{key}'; HINT: free space or grow the filesystem; nothing was acknowledged"
+    )]
     StorageFull {
         /// The key being written.
         key: String,
@@ -173,7 +177,9 @@ impl Error {
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
                 Error::PermissionDenied {
                     key,
-                    message: source.to_string(),
+                    message: format!(
+                        "{source}; HINT: the user running walferry needs to read and write the repository directory, on a filesystem mounted read-write"
+                    ),
                 }
             }
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {

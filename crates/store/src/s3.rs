@@ -168,6 +168,14 @@ impl S3Store {
                     (_, "NoSuchKey") => Error::NotFound { key },
                     (404, "" | "NotFound") if op == "head" => Error::NotFound { key },
                     (412, _) | (_, "PreconditionFailed") => Error::AlreadyExists { key },
+                    (401 | 403, "SignatureDoesNotMatch" | "InvalidAccessKeyId") => {
+                        Error::PermissionDenied {
+                            key: format!("s3://{}/{}{key}", self.bucket, self.prefix),
+                            message: format!(
+                                "{message}; HINT: the server does not accept these credentials: check the access key ID and the secret key"
+                            ),
+                        }
+                    }
                     (401 | 403, _) => Error::PermissionDenied {
                         key: format!("s3://{}/{}{key}", self.bucket, self.prefix),
                         message: format!(

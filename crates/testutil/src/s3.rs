@@ -69,6 +69,10 @@
 //!    file is removed. UploadPart bodies are verified the same way (s3s-fs
 //!    checks none).
 //!
+//! A request for an object in a bucket that does not exist (PUT, GET, HEAD,
+//! a listing, a multipart upload) gets `404 NoSuchBucket`, as from S3; s3s-fs
+//! answered `NoSuchKey` to reads and created the bucket's directory on PUT.
+//!
 //! Two smaller s3s-fs 0.14.1 bugs are worked around too: a suffix range
 //! longer than the object (`bytes=-5000` of 1,000 bytes) got `500` instead
 //! of the whole object, and an object completed by multipart upload kept

@@ -127,6 +127,20 @@ impl Backend {
     }
 
     /// Whether `path` exists; `true` when that cannot be determined.
+    /// s3s-fs writes an object into a bucket that does not exist by creating its directory;
+    /// S3 answers `NoSuchBucket`, and so does this.
+    async fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        let is_bucket = s3s::path::check_bucket_name(bucket)
+            && tokio::fs::metadata(self.root.join(bucket))
+                .await
+                .is_ok_and(|m| m.is_dir());
+        if is_bucket {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket))
+        }
+    }
+
     async fn exists(path: Option<&Path>) -> bool {
         match path {
             Some(path) => tokio::fs::try_exists(path).await.unwrap_or(true),
@@ -290,6 +304,7 @@ impl S3 for Backend {
         &self,
         mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
         let path = self.object_path(&req.input.bucket, &req.input.key);
         let existed = Self::exists(path.as_deref()).await;
@@ -333,6 +348,7 @@ impl S3 for Backend {
         &self,
         mut req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         let Some(path) = self.object_path(&req.input.bucket, &req.input.key) else {
             return self.fs.get_object(req).await;
         };
@@ -378,6 +394,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.head_object(req).await
     }
 
@@ -408,6 +425,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.list_objects(req).await
     }
 
@@ -415,6 +433,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.list_objects_v2(req).await
     }
 
@@ -422,6 +441,7 @@ impl S3 for Backend {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
         self.fs.create_multipart_upload(req).await
     }
 
