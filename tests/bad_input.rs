@@ -1,6 +1,13 @@
 //! Bad input: each gets one error line that names the object and says what to do, its exit
 //! code from the documented table, and leaves the repository and the data directory as they
 //! were.
+//!
+//! Here: WAL of another segment size, a malformed history file, paths PostgreSQL does not
+//! pass, rejected credentials and a missing bucket (push and fetch), a read-only and a full
+//! local repository, a corrupt or truncated object met by push. Elsewhere: WAL of another
+//! cluster and a file that is not WAL (`archive.rs`); a corrupt or truncated object met by
+//! fetch, a repository without a descriptor, `%f`/`%p` argument errors and a repository of
+//! another cluster (`fetch.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -241,4 +248,128 @@ fn a_read_only_local_repository_is_refused() {
         .args(["-R", "u+w"])
         .arg(&root)
         .status();
+}
+
+/// A local repository on a filesystem with no room for the segment: a tmpfs of one page
+/// mounted over the repository in a private mount namespace (`unshare`), holding the
+/// descriptor.
+#[test]
+fn a_full_local_repository_is_refused() {
+    let dir = TestDir::new("bad-full").unwrap();
+    let repo = Repo::local(&dir);
+    let (primary, segment) = archived(&dir, &repo);
+    let root = repo.local_root.clone().unwrap();
+    let descriptor = dir.join("walferry.json");
+    std::fs::copy(root.join("walferry.json"), &descriptor).unwrap();
+    let (repo_before, data_before) = (snapshot(&root), snapshot(primary.data_dir()));
+
+    // As root: a mount namespace, and the push as the cluster user. Otherwise: a user
+    // namespace too, in which this user may mount.
+    let root_user = walferry_testutil::pg::running_as_root();
+    let user = walferry_testutil::pg::cluster_user();
+    let script = format!(
+        "mount -t tmpfs -o size=4k,mode=0777 tmpfs \"$REPO_DIR\" && cp \"$DESCRIPTOR\" \"$REPO_DIR/walferry.json\" && chmod 0666 \"$REPO_DIR/walferry.json\" || exit 100\n\
+         {run_as} \"$@\"; code=$?\n\
+         find \"$REPO_DIR\" -type f | sed 's|^|left: |' >&2\n\
+         exit $code",
+        run_as = if root_user {
+            format!("runuser -u {user} --")
+        } else {
+            String::new()
+        }
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    if !root_user {
+        cmd.arg("-r");
+    }
+    cmd.args(["-m", "sh", "-c", &script, "sh", ARCHIVE, "push"])
+        .arg(PathBuf::from("pg_wal").join(&segment))
+        .current_dir(primary.data_dir())
+        .env("REPO_DIR", &root)
+        .env("DESCRIPTOR", &descriptor)
+        .env("WALFERRY_CONFIG", "/dev/null");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WALFERRY_") || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (key, value) in &repo.env {
+        cmd.env(key, value);
+    }
+    cmd.env("WALFERRY_CONFIG", "/dev/null");
+    let out = cmd.output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_ne!(
+        run.code, 100,
+        "could not set up the full filesystem: {}",
+        run.stderr
+    );
+    expect_one_error(&run, 5, &["no space left", &segment]);
+    // Inside, only the descriptor: the partial upload was removed.
+    let left: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("left: "))
+        .collect();
+    assert_eq!(
+        left,
+        [root.join("walferry.json").to_str().unwrap()],
+        "{}",
+        run.stderr
+    );
+    assert_eq!(snapshot(&root), repo_before, "repository unchanged");
+    assert_eq!(
+        snapshot(primary.data_dir()),
+        data_before,
+        "data directory unchanged"
+    );
+}
+
+/// A push of a file whose object in the repository is damaged: the comparison finds it
+/// corrupt, says so, and replaces nothing.
+#[test]
+fn a_corrupt_or_truncated_object_is_reported_not_replaced() {
+    let dir = TestDir::new("bad-corrupt").unwrap();
+    let repo = Repo::local(&dir);
+    let (primary, _) = archived(&dir, &repo);
+    let root = repo.local_root.clone().unwrap();
+    let object = repo
+        .local_objects()
+        .into_iter()
+        .find(|o| o.starts_with("wal/"))
+        .expect("an archived segment");
+    let name = Path::new(&object)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The same file outside pg_wal: no record of it, so the push compares.
+    let copy = dir.create_dir("elsewhere").unwrap().join(&name);
+    std::fs::copy(primary.data_dir().join("pg_wal").join(&name), &copy).unwrap();
+    chown_to_cluster_user(&copy).unwrap();
+    let good = std::fs::read(root.join(&object)).unwrap();
+    let mut flipped = good.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x10;
+    for (what, bytes) in [
+        ("flipped", flipped),
+        ("truncated", good[..good.len() - 5].to_vec()),
+    ] {
+        std::fs::write(root.join(&object), &bytes).unwrap();
+        push_refused(
+            &root,
+            &dir.join("elsewhere"),
+            &copy,
+            &repo.env,
+            dir.path(),
+            6,
+            &[&format!("archived object '{object}' is corrupt")],
+        );
+        assert_eq!(std::fs::read(root.join(&object)).unwrap(), bytes, "{what}");
+    }
 }

@@ -49,7 +49,7 @@ pub enum Error {
 
     /// The local filesystem holding the repository is full.
     #[error(
-        "no space left on the device holding '{key}'; HINT: free space or grow the filesystem; nothing was acknowledged"
+        "no space left on the device holding '{key}': {source}; HINT: free space or grow the filesystem; nothing was acknowledged"
     )]
     StorageFull {
         /// The key being written.
