@@ -1027,3 +1027,154 @@ pub(crate) fn manifest_error(e: repo_io::Error, repo: &str) -> Error {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use walferry_store::{ArchiveStore, Fault, FaultError, FaultOp, MemoryStore, RetryConfig};
+
+    use super::*;
+    use crate::ErrorKind;
+
+    const SEGMENT: &str = "00000001000000000000000C";
+
+    /// The committed pgbench segment, copied into a directory that is not a `pg_wal`.
+    fn segment(dir: &Path) -> PathBuf {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/wal")
+            .join(SEGMENT);
+        let path = dir.join(SEGMENT);
+        std::fs::copy(fixture, &path).unwrap();
+        path
+    }
+
+    /// A memory store with quick retries, holding the descriptor but not the segment.
+    async fn store(memory: &MemoryStore, path: &Path) -> Store {
+        let retry = RetryConfig {
+            max_attempts: NonZeroU32::new(4).unwrap(),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            budget: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        };
+        let store = Store::memory(memory.clone(), retry);
+        let cancel = CancellationToken::new();
+        push(&store, path, &PushOptions::default(), &cancel)
+            .await
+            .unwrap();
+        let key = layout::wal_key(&WalFileName::parse(SEGMENT).unwrap());
+        memory.delete(&key, &cancel).await.unwrap();
+        store
+    }
+
+    fn fault(error: FaultError, times: u32, after: bool) -> Fault {
+        Fault {
+            op: FaultOp::Put,
+            times,
+            error,
+            after,
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_uploads_are_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path());
+        let memory = MemoryStore::new();
+        let store = store(&memory, &path).await;
+        memory.inject(fault(FaultError::Transient, 1, false));
+        memory.inject(fault(FaultError::Timeout, 1, false));
+        let report = push(
+            &store,
+            &path,
+            &PushOptions::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(report.outcome, PushOutcome::Stored { .. }),
+            "{report:?}"
+        );
+        assert_eq!(memory.faults_left(), 0);
+    }
+
+    /// The object was written, but the answer was lost: the retry finds it, compares it, and
+    /// calls it archived.
+    #[tokio::test]
+    async fn a_write_whose_answer_was_lost_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path());
+        let memory = MemoryStore::new();
+        let store = store(&memory, &path).await;
+        memory.inject(fault(FaultError::Transient, 1, true));
+        let report = push(
+            &store,
+            &path,
+            &PushOptions::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.outcome,
+            PushOutcome::AlreadyArchived {
+                name: SEGMENT.into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_store_or_no_permission_acknowledges_nothing() {
+        for error in [FaultError::StorageFull, FaultError::PermissionDenied] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = segment(dir.path());
+            let memory = MemoryStore::new();
+            let store = store(&memory, &path).await;
+            memory.inject(fault(error, 1, false));
+            let err = push(
+                &store,
+                &path,
+                &PushOptions::default(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Storage, "{error:?}: {err}");
+            assert!(err.to_string().contains(SEGMENT), "{err}");
+            let key = layout::wal_key(&WalFileName::parse(SEGMENT).unwrap());
+            assert!(
+                memory
+                    .head(&key, &CancellationToken::new())
+                    .await
+                    .unwrap_err()
+                    .is_not_found(),
+                "{error:?}: nothing stored"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_past_the_retries_give_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment(dir.path());
+        let memory = MemoryStore::new();
+        let store = store(&memory, &path).await;
+        memory.inject(fault(FaultError::Transient, 10, false));
+        let err = push(
+            &store,
+            &path,
+            &PushOptions::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Storage);
+        assert!(
+            err.to_string().contains("gave up after 4 attempts"),
+            "{err}"
+        );
+        assert_eq!(memory.faults_left(), 6);
+    }
+}

@@ -49,7 +49,7 @@ pub use config::{Location, MultipartOptions, S3Options, StoreConfig};
 pub use error::{Error, Result};
 pub use key::ObjectKey;
 pub use local::LocalStore;
-pub use memory::MemoryStore;
+pub use memory::{Fault, FaultError, FaultOp, MemoryStore};
 pub use retry::RetryConfig;
 pub use s3::S3Store;
 pub use store::Store;
