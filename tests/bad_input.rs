@@ -4,7 +4,8 @@
 //!
 //! Here: WAL of another segment size, a malformed history file, paths PostgreSQL does not
 //! pass, rejected credentials and a missing bucket (push and fetch), a read-only and a full
-//! local repository, a corrupt or truncated object met by push. Elsewhere: WAL of another
+//! local repository, a corrupt or truncated object met by push, a full WAL directory (where
+//! the prefetch spool lives) met by fetch. Elsewhere: WAL of another
 //! cluster and a file that is not WAL (`archive.rs`); a corrupt or truncated object met by
 //! fetch, a repository without a descriptor, `%f`/`%p` argument errors and a repository of
 //! another cluster (`fetch.rs`).
@@ -263,61 +264,21 @@ fn a_full_local_repository_is_refused() {
     std::fs::copy(root.join("walferry.json"), &descriptor).unwrap();
     let (repo_before, data_before) = (snapshot(&root), snapshot(primary.data_dir()));
 
-    // As root: a mount namespace, and the push as the cluster user. Otherwise: a user
-    // namespace too, in which this user may mount.
-    let root_user = walferry_testutil::pg::running_as_root();
-    let user = walferry_testutil::pg::cluster_user();
-    let script = format!(
-        "mount -t tmpfs -o size=4k,mode=0777 tmpfs \"$REPO_DIR\" && cp \"$DESCRIPTOR\" \"$REPO_DIR/walferry.json\" && chmod 0666 \"$REPO_DIR/walferry.json\" || exit 100\n\
-         {run_as} \"$@\"; code=$?\n\
-         find \"$REPO_DIR\" -type f | sed 's|^|left: |' >&2\n\
-         exit $code",
-        run_as = if root_user {
-            format!("runuser -u {user} --")
-        } else {
-            String::new()
-        }
-    );
-    let mut cmd = std::process::Command::new("unshare");
-    if !root_user {
-        cmd.arg("-r");
-    }
-    cmd.args(["-m", "sh", "-c", &script, "sh", ARCHIVE, "push"])
-        .arg(PathBuf::from("pg_wal").join(&segment))
-        .current_dir(primary.data_dir())
-        .env("REPO_DIR", &root)
-        .env("DESCRIPTOR", &descriptor)
-        .env("WALFERRY_CONFIG", "/dev/null");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("WALFERRY_") || key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    for (key, value) in &repo.env {
-        cmd.env(key, value);
-    }
-    cmd.env("WALFERRY_CONFIG", "/dev/null");
-    let out = cmd.output().unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert_ne!(
-        run.code, 100,
-        "could not set up the full filesystem: {}",
-        run.stderr
+    let segment_path = PathBuf::from("pg_wal").join(&segment);
+    let (run, left) = on_full_tmpfs(
+        &root,
+        "cp \"$DESCRIPTOR\" \"$TMPFS/walferry.json\" && chmod 0666 \"$TMPFS/walferry.json\"",
+        &[("DESCRIPTOR", descriptor.as_os_str())],
+        ARCHIVE,
+        &["push".as_ref(), segment_path.as_os_str()],
+        &repo.env,
+        primary.data_dir(),
     );
     expect_one_error(&run, 5, &["no space left", &segment]);
     // Inside, only the descriptor: the partial upload was removed.
-    let left: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("left: "))
-        .collect();
     assert_eq!(
         left,
-        [root.join("walferry.json").to_str().unwrap()],
+        [root.join("walferry.json").display().to_string()],
         "{}",
         run.stderr
     );
@@ -372,4 +333,117 @@ fn a_corrupt_or_truncated_object_is_reported_not_replaced() {
         );
         assert_eq!(std::fs::read(root.join(&object)).unwrap(), bytes, "{what}");
     }
+}
+
+/// Runs `program args` in `cwd` with `env`, with a tmpfs of one page mounted over `at` in a
+/// private mount namespace (`unshare`; as root, the program runs as the cluster user; otherwise
+/// in a user namespace too, where this user may mount). `prepare` runs first, in `sh`, with
+/// `$TMPFS` set and `vars`: it may fill the page. Returns the run and the files left in the
+/// tmpfs after it, which vanishes with the namespace.
+fn on_full_tmpfs(
+    at: &Path,
+    prepare: &str,
+    vars: &[(&str, &std::ffi::OsStr)],
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    env: &[(String, String)],
+    cwd: &Path,
+) -> (Run, Vec<String>) {
+    let root_user = walferry_testutil::pg::running_as_root();
+    let run_as = if root_user {
+        format!("runuser -u {} --", walferry_testutil::pg::cluster_user())
+    } else {
+        String::new()
+    };
+    let script = format!(
+        "mount -t tmpfs -o size=4k,mode=0777 tmpfs \"$TMPFS\" && {prepare} || exit 100\n\
+         {run_as} \"$@\"; code=$?\n\
+         find \"$TMPFS\" -type f | sed 's|^|left: |' >&2\n\
+         exit $code"
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    if !root_user {
+        cmd.arg("-r");
+    }
+    cmd.args(["-m", "sh", "-c", &script, "sh", program])
+        .args(args)
+        .current_dir(cwd)
+        .env("TMPFS", at);
+    for (key, value) in vars {
+        cmd.env(key, value);
+    }
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WALFERRY_") || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    assert_ne!(code, 100, "could not set up the full filesystem: {stderr}");
+    let left = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("left: "))
+        .map(str::to_owned)
+        .collect();
+    let run = Run {
+        code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: stderr
+            .lines()
+            .filter(|l| !l.starts_with("left: "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    (run, left)
+}
+
+/// Recovery's WAL directory full (where the prefetch spool lives too): fetch stops recovery
+/// with one line, and leaves no partial file.
+#[test]
+fn a_full_wal_directory_stops_recovery() {
+    let dir = TestDir::new("bad-full-pg-wal").unwrap();
+    let repo = Repo::local(&dir);
+    let (_primary, _) = archived(&dir, &repo);
+    let pgdata = dir.create_dir("restored").unwrap();
+    let pg_wal = pgdata.join("pg_wal");
+    std::fs::create_dir(&pg_wal).unwrap();
+    chown_to_cluster_user(&pgdata).unwrap();
+    chown_to_cluster_user(&pg_wal).unwrap();
+    let object = repo
+        .local_objects()
+        .into_iter()
+        .find(|o| o.starts_with("wal/"))
+        .expect("an archived segment");
+    let name = Path::new(&object)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (run, left) = on_full_tmpfs(
+        &pg_wal,
+        "head -c 4096 /dev/zero > \"$TMPFS/filler\"",
+        &[],
+        RESTORE,
+        &[
+            "fetch".as_ref(),
+            name.as_ref(),
+            "pg_wal/RECOVERYXLOG".as_ref(),
+            "--prefetch".as_ref(),
+            "false".as_ref(),
+        ],
+        &repo.env,
+        &pgdata,
+    );
+    expect_one_error(&run, 207, &["No space left on device", "RECOVERYXLOG"]);
+    assert_eq!(
+        left,
+        [pg_wal.join("filler").display().to_string()],
+        "{}",
+        run.stderr
+    );
 }
