@@ -1,8 +1,8 @@
 //! Fault injection: what an object store does on a bad day, on demand.
 //!
 //! A [`FaultPlan`] set on a running server ([`S3Server::set_faults`](super::S3Server::set_faults))
-//! gives one request in `one_in` a fault, chosen from `kinds` by a seeded generator, so that a
-//! failing run can be repeated. [`S3Server::faults_injected`](super::S3Server::faults_injected)
+//! gives one request in `one_in` a fault, the requests chosen by a seeded generator so that a
+//! failing run can be repeated, the kinds taken from `kinds` in turn. [`S3Server::faults_injected`](super::S3Server::faults_injected)
 //! counts what was injected, for tests to report.
 
 use std::sync::Mutex;
@@ -53,7 +53,8 @@ impl Fault {
 pub struct FaultPlan {
     /// One request in `one_in`, on average, gets a fault; 1 is every request. 0 is none.
     pub one_in: u32,
-    /// The kinds to choose from, each as likely.
+    /// The kinds of fault, taken in turn: with at least as many faults as kinds, every kind
+    /// strikes.
     pub kinds: Vec<Fault>,
     /// How long [`Fault::Hang`] holds a request.
     pub hang: Duration,
@@ -112,12 +113,14 @@ struct State {
     plan: Option<FaultPlan>,
     rng: Option<fastrand::Rng>,
     counts: [u64; 5],
+    next_kind: usize,
 }
 
 impl Faults {
     pub(crate) fn set(&self, plan: Option<FaultPlan>) {
         let mut state = self.lock();
         state.rng = plan.as_ref().map(|p| fastrand::Rng::with_seed(p.seed));
+        state.next_kind = 0;
         state.plan = plan.filter(|p| p.one_in > 0 && !p.kinds.is_empty());
     }
 
@@ -125,13 +128,17 @@ impl Faults {
     pub(crate) fn pick(&self) -> Option<(Fault, Duration)> {
         let mut state = self.lock();
         let State {
-            plan, rng, counts, ..
+            plan,
+            rng,
+            counts,
+            next_kind,
         } = &mut *state;
         let (plan, rng) = (plan.as_ref()?, rng.as_mut()?);
         if rng.u32(0..plan.one_in) != 0 {
             return None;
         }
-        let fault = plan.kinds[rng.usize(0..plan.kinds.len())];
+        let fault = plan.kinds[*next_kind % plan.kinds.len()];
+        *next_kind += 1;
         counts[fault.index()] += 1;
         let duration = match fault {
             Fault::Hang => plan.hang,
