@@ -58,3 +58,14 @@ pub fn machine() -> String {
         mem as f64 / f64::from(1u32 << 20)
     )
 }
+
+/// The environment variable `name` parsed, or `default` when it is unset or empty; a value
+/// that does not parse stops the bench.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: cannot parse '{v}'")),
+        _ => default,
+    }
+}

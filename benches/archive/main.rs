@@ -62,20 +62,12 @@ use walferry_testutil::pg;
 use walferry_testutil::s3::{NetworkProfile, S3Server, S3ServerConfig};
 
 pub use crate::support::check_output;
+use crate::support::env_or;
 
 pub const ARCHIVE: &str = env!("CARGO_BIN_EXE_walferry-archive");
 
 /// The bucket every repository of the bench lives in.
 pub const BUCKET: &str = "bench";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: cannot parse '{v}'")),
-        _ => default,
-    }
-}
 
 /// What the bench was asked to do.
 #[derive(Debug, Clone)]

@@ -67,6 +67,7 @@ use walferry_testutil::s3::{NetworkProfile, S3Server, S3ServerConfig};
 
 use crate::run::{Mode, Source};
 pub use crate::support::check_output;
+use crate::support::env_or;
 
 pub const ARCHIVE: &str = env!("CARGO_BIN_EXE_walferry-archive");
 pub const RESTORE: &str = env!("CARGO_BIN_EXE_walferry-restore");
@@ -89,15 +90,6 @@ pub struct Settings {
     pub modes: Option<Vec<String>>,
     pub out: PathBuf,
     pub venv: PathBuf,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: cannot parse '{v}'")),
-        _ => default,
-    }
 }
 
 impl Settings {

@@ -179,20 +179,15 @@ fn run(cli: Cli) -> Result<Exit, (Exit, anyhow::Error)> {
             };
             let cancel = CancellationToken::new();
             match walferry_engine::push(&store, &args.path, &options, &cancel).await {
-                Ok(report) => {
+                Ok(outcome) => {
                     if let PushOutcome::Stored {
                         name,
                         original_bytes,
                         stored_bytes,
-                    } = &report.outcome
+                    } = &outcome
                     {
                         tracing::debug!(file = %name, original_bytes, stored_bytes, "archived");
                     }
-                    tracing::debug!(
-                        stored = report.ahead_stored,
-                        failed = report.ahead_failed,
-                        "archived ahead"
-                    );
                     Ok(Exit::Success)
                 }
                 Err(e) => Err((Exit::for_kind(e.kind()), anyhow::Error::new(e))),
@@ -244,17 +239,16 @@ const WORKER_IDLE: Duration = Duration::from_secs(10);
 
 /// Makes sure a background worker runs for the `pg_wal` holding `path`: starts one (this
 /// program again, same arguments, [`WORKER_ENV`] set, in its own process group, logging to
-/// `pg_wal/walferry-push/worker.log`, not waited for) unless one runs. Whether one runs or
-/// was started.
-fn start_worker(path: &Path, repo: &str) -> bool {
+/// `pg_wal/walferry-push/worker.log`, not waited for) unless one runs.
+fn start_worker(path: &Path, repo: &str) {
     let Some(ledger) = walferry_engine::ledger::Ledger::beside(path, repo) else {
-        return false;
+        return;
     };
     if ledger.worker_running() {
-        return true;
+        return;
     }
     let Ok(exe) = std::env::current_exe() else {
-        return false;
+        return;
     };
     // Its log goes to a file: a caller reading this push's output to its end must not wait
     // for the worker too.
@@ -271,7 +265,7 @@ fn start_worker(path: &Path, repo: &str) -> bool {
         .truncate(long)
         .open(&log)
     else {
-        return false;
+        return;
     };
     let mut worker = std::process::Command::new(exe);
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -287,13 +281,10 @@ fn start_worker(path: &Path, repo: &str) -> bool {
         .stdout(Stdio::null())
         .stderr(log)
         .process_group(0);
-    match worker.spawn() {
-        // It outlives this process; init reaps it.
-        Ok(_child) => true,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not start a push worker");
-            false
-        }
+    // It outlives this process; init reaps it. Without it, PostgreSQL's calls upload each
+    // file themselves.
+    if let Err(e) = worker.spawn() {
+        tracing::debug!(error = %e, "could not start a push worker");
     }
 }
 

@@ -35,8 +35,8 @@ use walferry_store::{ObjectKey, Store};
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::{FetchOutcome, fetch};
 pub use push::{
-    DEFAULT_COMPRESSION_LEVEL, DEFAULT_PUSH_JOBS, PushOptions, PushOutcome, PushReport,
-    StartWorker, WorkerReport, already_recorded, push, push_worker,
+    DEFAULT_COMPRESSION_LEVEL, DEFAULT_PUSH_JOBS, PushOptions, PushOutcome, StartWorker,
+    WorkerReport, already_recorded, push, push_worker,
 };
 
 /// The largest object the engine decodes: the largest WAL segment PostgreSQL allows.

@@ -25,27 +25,23 @@ use crate::{blocking, store_error};
 /// at the same speed (`../benches/README.md` has the figures).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
-/// Files a push uploads at once by default: `%p` and up to seven files marked ready after it.
-/// Eight spread a push's fixed costs (start-up, the descriptor, the wait for the slowest
-/// upload) over more files than four did: 670 against 600 MB/s of WAL through loopback S3, 514
-/// against 396 with 20 ms and 400 Mbit/s per connection (`benches/README.md`, "Archiving").
-/// Memory is bounded by the push's byte budget, not by this.
+/// Uploads the background worker runs at once by default. Eight keep both cores of a small
+/// host compressing while earlier objects are still on their way over a 20 ms link; memory is
+/// bounded by the byte budget, not by this (`benches/README.md`, "archive").
 pub const DEFAULT_PUSH_JOBS: NonZeroUsize = NonZeroUsize::new(8).expect("8 is not zero");
 
-/// Starts (or finds) a background worker ([`push_worker`]) for a `pg_wal`; whether one runs.
-pub type StartWorker = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Starts a background worker ([`push_worker`]) for a `pg_wal`, unless one runs.
+pub type StartWorker = Arc<dyn Fn() + Send + Sync>;
 
 /// How to push.
 #[derive(Clone)]
 pub struct PushOptions {
     /// The zstd compression level.
     pub compression_level: i32,
-    /// Files uploaded at once: `%p` and up to `jobs - 1` of the files PostgreSQL has marked
-    /// ready, when `%p` is in a `pg_wal`. 1 uploads `%p` alone.
+    /// Uploads the background worker runs at once; 1: no worker.
     pub jobs: NonZeroUsize,
-    /// When set, and `%p` is in a `pg_wal` and `jobs` > 1: push uploads `%p` only and calls
-    /// this once `%p` is durable, to start the worker that uploads the other ready files.
-    /// When not set, push uploads `jobs - 1` of them itself.
+    /// Called once `%p` is durable, when `%p` is in a `pg_wal` and `jobs` > 1, to start the
+    /// worker that uploads the other ready files.
     pub start_worker: Option<StartWorker>,
 }
 
@@ -94,18 +90,6 @@ pub enum PushOutcome {
     },
 }
 
-/// What a push did: with `%p`, and with the files it uploaded ahead of PostgreSQL's calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushReport {
-    /// What happened to `%p`.
-    pub outcome: PushOutcome,
-    /// Files marked ready that are now durable (or were found already archived) and recorded.
-    pub ahead_stored: usize,
-    /// Files marked ready whose upload failed; PostgreSQL's own call for each will try again
-    /// and report the failure.
-    pub ahead_failed: usize,
-}
-
 /// Whether the ledger beside `path` records it as durable in the repository `repo`
 /// ([`Store::identity`]) with the file unchanged since; when another process (the background
 /// worker) is uploading it right now, after waiting for that upload to end. A handful of
@@ -133,15 +117,15 @@ pub fn already_recorded(path: &Path, repo: &str) -> bool {
     false
 }
 
-/// Archives the WAL file at `path`, and, when `path` is in a `pg_wal`, up to `jobs - 1` of the
-/// files PostgreSQL has marked ready there, all at once.
+/// Archives the WAL file at `path`: checks it (name, page header, size, cluster), checks (or
+/// creates) the repository descriptor, compresses it and stores it with a create-only put.
+/// Returns only once the object is durable, or when the repository already holds identical
+/// content under its name.
 ///
-/// Each file is checked (name, page header, size, cluster), compressed and stored with a
-/// create-only put; the descriptor is checked (or created) first. Returns only once `path`'s
-/// object is durable, or when the repository already holds identical content under its name,
-/// and once every other upload it started has ended. Files uploaded are recorded in the
-/// ledger ([`crate::ledger`]) only once durable; a file another process is uploading is left
-/// to it (and waited for, when it is `path`).
+/// When `path` is in a `pg_wal`, the file is claimed in the ledger ([`crate::ledger`]) while
+/// it is uploaded and recorded there once durable; a file another process is uploading is
+/// waited for. Then, when `jobs` > 1 and `start_worker` is set, `start_worker` is called to
+/// start the worker ([`push_worker`]) that uploads the other ready files.
 ///
 /// A different object under the same name is [`Error::Conflict`] and is never replaced;
 /// history files are never replaced either.
@@ -150,25 +134,20 @@ pub async fn push(
     path: &Path,
     options: &PushOptions,
     cancel: &CancellationToken,
-) -> Result<PushReport> {
+) -> Result<PushOutcome> {
     let name = wal_name_of(path)?;
     let name_text = name.to_string();
     let ledger = Ledger::beside(path, store.identity());
     let recorded =
         |ledger: &Ledger| FileId::at(path).is_ok_and(|id| ledger.is_durable(&name_text, &id));
-    let recorded_outcome = || PushReport {
-        outcome: PushOutcome::Recorded {
-            name: name_text.clone(),
-        },
-        ahead_stored: 0,
-        ahead_failed: 0,
+    let recorded_outcome = || PushOutcome::Recorded {
+        name: name_text.clone(),
     };
     if ledger.as_ref().is_some_and(recorded) {
         return Ok(recorded_outcome());
     }
 
     // Everything about the file is checked before anything is written, the ledger included.
-    let level = options.compression_level;
     let own = check_file(path.to_owned(), name).await?;
     let repo = store.location().to_owned();
     let Some(descriptor) = load_or_create_descriptor(store, own.identity.as_ref(), cancel).await?
@@ -197,66 +176,20 @@ pub async fn push(
         return Ok(recorded_outcome());
     }
 
-    // With a worker to start, it uploads the other ready files: it is started once this file
-    // is durable, so that a push that fails leaves nothing behind.
-    let worker = ledger.is_some() && options.jobs.get() > 1 && options.start_worker.is_some();
-    let ahead = match &ledger {
-        Some(ledger) if options.jobs.get() > 1 && !worker => {
-            let ledger = ledger.clone();
-            let want = options.jobs.get() - 1;
-            let own = name_text.clone();
-            blocking(move || {
-                ledger.sweep();
-                Ok(pick_ahead(&ledger, |n| n == own, want))
-            })
-            .await?
-        }
-        _ => Vec::new(),
-    };
-    let budget = Budget::new();
-    let own_upload = async {
-        let prepared = compress(own, level, &budget).await?;
-        let outcome = store_prepared(store, path, prepared, cancel).await?;
-        if let (Some(ledger), Some(claim)) = (&ledger, &claim) {
-            record(ledger, claim, &outcome_name(&outcome), path).await;
-        }
-        if worker && let Some(start) = &options.start_worker {
-            start();
-        }
-        Ok::<_, Error>(outcome)
-    };
-    let ahead_uploads = futures::future::join_all(ahead.into_iter().map(|(name, claim)| {
-        let ledger = ledger
-            .as_ref()
-            .expect("files are picked ahead only from a ledger");
-        push_ahead(
-            store,
-            ledger,
-            name,
-            claim,
-            &descriptor,
-            level,
-            &budget,
-            cancel,
-        )
-    }));
-    let (outcome, ahead) = futures::join!(own_upload, ahead_uploads);
-    let ahead_stored = ahead.iter().filter(|ok| **ok).count();
-    let report = PushReport {
-        outcome: outcome?,
-        ahead_stored,
-        ahead_failed: ahead.len() - ahead_stored,
-    };
-    drop(claim);
-    Ok(report)
-}
-
-fn outcome_name(outcome: &PushOutcome) -> String {
-    match outcome {
-        PushOutcome::Stored { name, .. }
-        | PushOutcome::AlreadyArchived { name }
-        | PushOutcome::Recorded { name } => name.clone(),
+    let prepared = compress(own, options.compression_level, &Budget::new()).await?;
+    let outcome = store_prepared(store, path, prepared, cancel).await?;
+    if let (Some(ledger), Some(claim)) = (&ledger, &claim) {
+        record(ledger, claim, &name_text, path).await;
     }
+    drop(claim);
+    // Only now: a push that fails leaves nothing behind, no worker either.
+    if ledger.is_some()
+        && options.jobs.get() > 1
+        && let Some(start) = &options.start_worker
+    {
+        start();
+    }
+    Ok(outcome)
 }
 
 /// Claims `name` in the ledger, off the async threads (waiting may take a whole upload).
@@ -586,15 +519,20 @@ const MAX_OBJECT_KIB: usize =
 
 /// [`BUDGET_KIB`], shared by the files of one push, and a slot per core for compressing: more
 /// compressions at once would not go faster, and each holds its own buffers.
-struct Budget(Arc<Semaphore>, Semaphore);
+struct Budget {
+    /// Kibibytes of [`BUDGET_KIB`].
+    kib: Arc<Semaphore>,
+    /// Compressions at once.
+    compressing: Semaphore,
+}
 
 impl Budget {
     fn new() -> Budget {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Budget(
-            Arc::new(Semaphore::new(BUDGET_KIB as usize)),
-            Semaphore::new(cores.min(MAX_COMPRESSING)),
-        )
+        Budget {
+            kib: Arc::new(Semaphore::new(BUDGET_KIB as usize)),
+            compressing: Semaphore::new(cores.min(MAX_COMPRESSING)),
+        }
     }
 
     /// Holds `bytes` of the budget (all of it, for a file larger than the budget).
@@ -602,7 +540,7 @@ impl Budget {
         let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, BUDGET_KIB);
-        Arc::clone(&self.0)
+        Arc::clone(&self.kib)
             .acquire_many_owned(kib)
             .await
             .map_err(|_| Error::Internal {
@@ -620,9 +558,13 @@ impl Budget {
 /// way; in 1 MiB pieces it stays near the budget (`benches/README.md`, "archive").
 async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepared> {
     // The slot first: only files being compressed hold a compressing share of the budget.
-    let core = budget.1.acquire().await.map_err(|_| Error::Internal {
-        message: "the push's compression slots were closed".into(),
-    })?;
+    let core = budget
+        .compressing
+        .acquire()
+        .await
+        .map_err(|_| Error::Internal {
+            message: "the push's compression slots were closed".into(),
+        })?;
     let mut held = budget.hold(COMPRESSING_KIB * 1024).await?;
     let prepared = blocking(move || {
         let Checked {
@@ -1039,18 +981,16 @@ mod tests {
 
     const SEGMENT: &str = "00000001000000000000000C";
 
-    /// The committed pgbench segment, copied into a directory that is not a `pg_wal`.
-    fn segment(dir: &Path) -> PathBuf {
+    /// Pushes the committed pgbench segment (from a directory that is not a `pg_wal`) into a
+    /// memory store with quick retries that holds the descriptor but not the segment, once
+    /// `faults` of its puts are injected. Returns the outcome and the store.
+    async fn push_under(faults: &[(FaultError, u32, bool)]) -> (Result<PushOutcome>, MemoryStore) {
+        let dir = tempfile::tempdir().unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../fixtures/wal")
             .join(SEGMENT);
-        let path = dir.join(SEGMENT);
+        let path = dir.path().join(SEGMENT);
         std::fs::copy(fixture, &path).unwrap();
-        path
-    }
-
-    /// A memory store with quick retries, holding the descriptor but not the segment.
-    async fn store(memory: &MemoryStore, path: &Path) -> Store {
         let retry = RetryConfig {
             max_attempts: NonZeroU32::new(4).unwrap(),
             initial_backoff: Duration::from_millis(1),
@@ -1058,45 +998,36 @@ mod tests {
             budget: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
         };
+        let memory = MemoryStore::new();
         let store = Store::memory(memory.clone(), retry);
         let cancel = CancellationToken::new();
-        push(&store, path, &PushOptions::default(), &cancel)
-            .await
-            .unwrap();
-        let key = layout::wal_key(&WalFileName::parse(SEGMENT).unwrap());
-        memory.delete(&key, &cancel).await.unwrap();
-        store
+        let options = PushOptions::default();
+        push(&store, &path, &options, &cancel).await.unwrap();
+        memory.delete(&segment_key(), &cancel).await.unwrap();
+        for &(error, times, after) in faults {
+            memory.inject(Fault {
+                op: FaultOp::Put,
+                times,
+                error,
+                after,
+            });
+        }
+        (push(&store, &path, &options, &cancel).await, memory)
     }
 
-    fn fault(error: FaultError, times: u32, after: bool) -> Fault {
-        Fault {
-            op: FaultOp::Put,
-            times,
-            error,
-            after,
-        }
+    fn segment_key() -> ObjectKey {
+        layout::wal_key(&WalFileName::parse(SEGMENT).unwrap())
     }
 
     #[tokio::test]
     async fn failed_uploads_are_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = segment(dir.path());
-        let memory = MemoryStore::new();
-        let store = store(&memory, &path).await;
-        memory.inject(fault(FaultError::Transient, 1, false));
-        memory.inject(fault(FaultError::Timeout, 1, false));
-        let report = push(
-            &store,
-            &path,
-            &PushOptions::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        assert!(
-            matches!(report.outcome, PushOutcome::Stored { .. }),
-            "{report:?}"
-        );
+        let (outcome, memory) = push_under(&[
+            (FaultError::Transient, 1, false),
+            (FaultError::Timeout, 1, false),
+        ])
+        .await;
+        let outcome = outcome.unwrap();
+        assert!(matches!(outcome, PushOutcome::Stored { .. }), "{outcome:?}");
         assert_eq!(memory.faults_left(), 0);
     }
 
@@ -1104,21 +1035,9 @@ mod tests {
     /// calls it archived.
     #[tokio::test]
     async fn a_write_whose_answer_was_lost_is_recognised() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = segment(dir.path());
-        let memory = MemoryStore::new();
-        let store = store(&memory, &path).await;
-        memory.inject(fault(FaultError::Transient, 1, true));
-        let report = push(
-            &store,
-            &path,
-            &PushOptions::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let (outcome, _) = push_under(&[(FaultError::Transient, 1, true)]).await;
         assert_eq!(
-            report.outcome,
+            outcome.unwrap(),
             PushOutcome::AlreadyArchived {
                 name: SEGMENT.into()
             }
@@ -1128,25 +1047,13 @@ mod tests {
     #[tokio::test]
     async fn a_full_store_or_no_permission_acknowledges_nothing() {
         for error in [FaultError::StorageFull, FaultError::PermissionDenied] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = segment(dir.path());
-            let memory = MemoryStore::new();
-            let store = store(&memory, &path).await;
-            memory.inject(fault(error, 1, false));
-            let err = push(
-                &store,
-                &path,
-                &PushOptions::default(),
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+            let (outcome, memory) = push_under(&[(error, 1, false)]).await;
+            let err = outcome.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Storage, "{error:?}: {err}");
             assert!(err.to_string().contains(SEGMENT), "{err}");
-            let key = layout::wal_key(&WalFileName::parse(SEGMENT).unwrap());
             assert!(
                 memory
-                    .head(&key, &CancellationToken::new())
+                    .head(&segment_key(), &CancellationToken::new())
                     .await
                     .unwrap_err()
                     .is_not_found(),
@@ -1157,19 +1064,8 @@ mod tests {
 
     #[tokio::test]
     async fn failures_past_the_retries_give_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = segment(dir.path());
-        let memory = MemoryStore::new();
-        let store = store(&memory, &path).await;
-        memory.inject(fault(FaultError::Transient, 10, false));
-        let err = push(
-            &store,
-            &path,
-            &PushOptions::default(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        let (outcome, memory) = push_under(&[(FaultError::Transient, 10, false)]).await;
+        let err = outcome.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Storage);
         assert!(
             err.to_string().contains("gave up after 4 attempts"),

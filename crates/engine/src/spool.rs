@@ -666,7 +666,12 @@ impl SpoolWriter {
     /// from now on a file neither published nor marked is a [`Taken::Miss`]. Before, a
     /// fetch waits ([`Taken::Pending`]) rather than download what the pipeline is about to.
     pub fn mark_planned(&self) -> Result<()> {
-        let path = self.gen_dir.join(PLANNED);
+        self.create_marker(PLANNED)
+    }
+
+    /// Creates the empty file `name` in the generation.
+    fn create_marker(&self, name: &str) -> Result<()> {
+        let path = self.gen_dir.join(name);
         File::create(&path)
             .map(drop)
             .map_err(|source| Error::LocalIo {
@@ -751,14 +756,7 @@ impl SpoolWriter {
     /// rename to `%p`. The pipeline allows it unless the server archives restored files
     /// (`archive_mode = always`), which it does only for files it restored.
     pub fn allow_placing(&self) -> Result<()> {
-        let path = self.gen_dir.join(PLACE);
-        File::create(&path)
-            .map(drop)
-            .map_err(|source| Error::LocalIo {
-                action: "create",
-                path,
-                source,
-            })
+        self.create_marker(PLACE)
     }
 
     /// Deletes a published file that was not taken (replay went past it), freeing its bytes.
