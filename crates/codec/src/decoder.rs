@@ -1,8 +1,7 @@
 //! Reading and verifying frames.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read};
-use std::mem;
+use std::io::{self, Read};
 
 use crate::format::{HEADER_LEN, Header, Summary, TRAILER_LEN, parse_trailer, to_u64};
 use crate::{Error, Result};
@@ -10,8 +9,6 @@ use crate::{Error, Result};
 /// No zstd frame expands by more than this factor: its densest block (RLE) turns 4 bytes into at
 /// most 128 KiB. Taken with margin; used only to avoid reserving memory for absurd claims.
 const MAX_EXPANSION: usize = 1 << 16;
-
-type Body<R> = zstd::stream::read::Decoder<'static, BufReader<Source<R>>>;
 
 /// Reads one frame from `R` and yields the original bytes, verified.
 ///
@@ -45,7 +42,7 @@ pub struct Decoder<R> {
 }
 
 enum State<R> {
-    /// Decoding the zstd frame.
+    /// Decoding the zstd frames.
     Body(Body<R>),
     /// Trailer checked, end of input reached.
     Done(Summary),
@@ -71,8 +68,7 @@ impl<R: Read> Decoder<R> {
         {
             return Err(Error::TooLarge { limit });
         }
-        let buffered = BufReader::with_capacity(zstd::zstd_safe::DCtx::in_size(), Source(reader));
-        let body = zstd::stream::read::Decoder::with_buffer(buffered)?.single_frame();
+        let body = Body::new(reader, header.version)?;
         Ok(Decoder {
             header,
             limit,
@@ -106,16 +102,12 @@ impl<R: Read> Decoder<R> {
         }
     }
 
-    /// The zstd frame has ended: read the trailer, verify everything, require end of input.
-    fn end_of_frame(&mut self) -> Result<Summary> {
-        let placeholder = State::Failed(Error::Truncated);
-        let State::Body(body) = mem::replace(&mut self.state, placeholder) else {
-            unreachable!("end_of_frame is only called while decoding the body")
+    /// The body has ended: verify the trailer against the content and the header.
+    fn end_of_body(&mut self) -> Result<Summary> {
+        let State::Body(body) = &self.state else {
+            unreachable!("end_of_body is only called while decoding the body")
         };
-        let mut rest = body.finish();
-        let mut trailer = [0u8; TRAILER_LEN];
-        let got = read_full(&mut rest, &mut trailer).map_err(classify)?;
-        let stored = parse_trailer(&trailer[..got])?;
+        let stored = parse_trailer(body.trailer())?;
         let actual = Summary {
             len: self.len,
             crc32: self.hasher.clone().finalize(),
@@ -123,14 +115,6 @@ impl<R: Read> Decoder<R> {
         verify(stored, actual)?;
         if let Some(claimed) = self.header.summary {
             verify(claimed, actual)?;
-        }
-        loop {
-            match rest.fill_buf() {
-                Ok([]) => break,
-                Ok(_) => return Err(Error::TrailingData),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(classify(e)),
-            }
         }
         Ok(actual)
     }
@@ -153,7 +137,7 @@ impl<R: Read> Read for Decoder<R> {
             return Ok(0);
         }
         match body.read(buf) {
-            Ok(0) => match self.end_of_frame() {
+            Ok(0) => match self.end_of_body() {
                 Ok(summary) => {
                     self.state = State::Done(summary);
                     Ok(0)
@@ -169,11 +153,8 @@ impl<R: Read> Read for Decoder<R> {
                 }
                 Ok(n)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
-            Err(e) => {
-                let error = classify(e);
-                Err(self.fail(error))
-            }
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(error) => Err(self.fail(error)),
         }
     }
 }
@@ -264,52 +245,137 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The caller's reader. Marks its errors so that they can be told apart from zstd's once they
-/// come out of the zstd decoder.
-struct Source<R>(R);
+/// The first four bytes of every zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-impl<R: Read> Read for Source<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::Interrupted {
-                e
-            } else {
-                io::Error::new(e.kind(), SourceError(e))
-            }
+/// The body: the zstd frames between the header and the trailer, decoded with one zstd context.
+///
+/// The body's end is found without a length field, however many frames it holds: the last
+/// [`TRAILER_LEN`] bytes read so far are held back from zstd until more input arrives, so at the
+/// end of the input they are the trailer and everything before them went through zstd.
+struct Body<R> {
+    source: R,
+    buf: Box<[u8]>,
+    /// `buf[start..end]` is input read and not yet given to zstd.
+    start: usize,
+    end: usize,
+    /// The source reported the end of its input.
+    eof: bool,
+    zstd: zstd::stream::raw::Decoder<'static>,
+    /// The header's version allows more than one zstd frame (version 2 on).
+    many: bool,
+    /// A zstd frame has started and not ended.
+    in_frame: bool,
+    /// zstd frames ended so far.
+    frames: u64,
+}
+
+impl<R: Read> Body<R> {
+    fn new(source: R, version: u8) -> Result<Self> {
+        let capacity = zstd::zstd_safe::DCtx::in_size() + TRAILER_LEN;
+        Ok(Body {
+            source,
+            buf: vec![0u8; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            zstd: zstd::stream::raw::Decoder::new()?,
+            many: version >= 2,
+            in_frame: false,
+            frames: 0,
         })
     }
-}
 
-#[derive(Debug)]
-struct SourceError(io::Error);
-
-impl fmt::Display for SourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+    /// How many bytes at `start` are certainly body: all but the last [`TRAILER_LEN`] read.
+    fn ready(&self) -> usize {
+        (self.end - self.start).saturating_sub(TRAILER_LEN)
     }
-}
 
-impl std::error::Error for SourceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+    /// What is left once [`read`](Body::read) has returned `Ok(0)`: the trailer, or fewer bytes
+    /// when the input was shorter.
+    fn trailer(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
-}
 
-/// Turns an error out of the zstd decoder (or the buffered reader under it) into a codec error.
-fn classify(error: io::Error) -> Error {
-    match error.downcast::<SourceError>() {
-        Ok(SourceError(inner)) => Error::Io(inner),
-        // zstd's reader reports input that ends inside the frame this way.
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Error::Truncated,
-        Err(error) => Error::Corrupt {
-            reason: error.to_string(),
-        },
+    /// Reads more input after what is buffered. [`io::ErrorKind::Interrupted`] leaves the state
+    /// as it was, so the call may be retried.
+    fn refill(&mut self) -> Result<()> {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        match self.source.read(&mut self.buf[self.end..]) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.end += n,
+            Err(e) => return Err(Error::Io(e)),
+        }
+        Ok(())
+    }
+
+    /// Decodes content into `out` (not empty); `Ok(0)` once the last zstd frame has ended and
+    /// the input with it, with the trailer left in [`trailer`](Body::trailer).
+    fn read(&mut self, out: &mut [u8]) -> Result<usize> {
+        loop {
+            let ready = self.ready();
+            let starting = !self.in_frame && self.frames > 0;
+            // A further frame is told from the trailer by zstd's magic number.
+            let wanted = if starting { ZSTD_MAGIC.len() } else { 1 };
+            if ready < wanted && !self.eof {
+                self.refill()?;
+                continue;
+            }
+            if ready == 0 {
+                return match (self.in_frame, self.frames) {
+                    (false, 0) if parse_trailer(self.trailer()).is_ok() => Err(Error::Corrupt {
+                        reason: "no zstd frame between the header and the trailer".into(),
+                    }),
+                    // What is held back is the start of a further frame, cut short.
+                    (false, 1..)
+                        if self.many
+                            && self.trailer().starts_with(&ZSTD_MAGIC)
+                            && parse_trailer(self.trailer()).is_err() =>
+                    {
+                        Err(Error::Truncated)
+                    }
+                    (false, 1..) => Ok(0),
+                    _ => Err(Error::Truncated),
+                };
+            }
+            if starting && (!self.many || !self.buf[self.start..].starts_with(&ZSTD_MAGIC)) {
+                return Err(Error::TrailingData);
+            }
+            self.in_frame = true;
+            let mut input = zstd::stream::raw::InBuffer::around(&self.buf[self.start..][..ready]);
+            let mut output = zstd::stream::raw::OutBuffer::around(&mut *out);
+            let hint = zstd::stream::raw::Operation::run(&mut self.zstd, &mut input, &mut output)
+                .map_err(|e| Error::Corrupt {
+                reason: e.to_string(),
+            })?;
+            let (consumed, produced) = (input.pos(), output.pos());
+            self.start += consumed;
+            if hint == 0 {
+                // A frame ended; zstd is ready for the next one.
+                self.in_frame = false;
+                self.frames += 1;
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+            if consumed == 0 && hint != 0 {
+                // zstd took no input and gave no output although it had both: it never does
+                // this on valid input.
+                return Err(Error::Corrupt {
+                    reason: "the zstd decoder made no progress".into(),
+                });
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BatchEncoder;
+    use crate::encoder::encode_in_frames;
     use crate::{Encoder, encode};
     use proptest::prelude::*;
     use std::io::Write;
@@ -347,6 +413,27 @@ mod tests {
         let (object, summary) = encoder.finish().unwrap();
         assert_eq!(summary, Summary::of(data));
         object
+    }
+
+    /// Encodes in zstd frames of `frame_len` bytes of content, with `encode` and `encode_from`
+    /// alike, and checks that both wrote the same bytes.
+    fn encode_in(data: &[u8], frame_len: usize) -> Vec<u8> {
+        let object = encode_in_frames(data, 3, frame_len).unwrap();
+        let from = BatchEncoder::with_frame_len(3, frame_len)
+            .unwrap()
+            .encode_from(data, data.len() as u64)
+            .unwrap();
+        assert!(object == from, "encode and encode_from disagree");
+        object
+    }
+
+    /// `object` (written by this build) as a version-1 writer would have labelled it.
+    fn as_version_1(object: &[u8]) -> Vec<u8> {
+        let mut old = object.to_vec();
+        old[4] = 1;
+        let crc = crc32fast::hash(&old[..20]);
+        old[20..24].copy_from_slice(&crc.to_le_bytes());
+        old
     }
 
     /// Decodes through `Decoder`, reading `step` bytes at a time.
@@ -417,6 +504,8 @@ mod tests {
                         encode_streaming(&data, false),
                         false,
                     ),
+                    ("zstd frames of 1000 bytes", encode_in(&data, 1000), true),
+                    ("zstd frames of 4096 bytes", encode_in(&data, 4096), true),
                 ];
                 for (how, object, has_summary) in objects {
                     let name = format!("{how}, {len} bytes, compressible {compressible}");
@@ -442,8 +531,12 @@ mod tests {
     #[test]
     fn every_single_byte_corruption_is_caught() {
         let data = sample(200, 7, true);
-        for with_summary in [false, true] {
-            let object = encode_streaming(&data, with_summary);
+        let objects = [
+            encode_streaming(&data, false),
+            encode_streaming(&data, true),
+            encode_in(&data, 64),
+        ];
+        for object in objects {
             for at in 0..object.len() {
                 for flip in 1..=255u8 {
                     let mut damaged = object.clone();
@@ -468,7 +561,13 @@ mod tests {
     #[test]
     fn truncation_at_every_length() {
         let data = sample(3000, 3, true);
-        for object in [encode(&data, 3).unwrap(), encode_streaming(&data, false)] {
+        let objects = [
+            encode(&data, 3).unwrap(),
+            encode_streaming(&data, false),
+            encode_in(&data, 700),
+            as_version_1(&encode(&data, 3).unwrap()),
+        ];
+        for object in objects {
             for len in 0..object.len() {
                 for (way, result) in decode_all_ways(&object[..len], u64::MAX) {
                     let error = expect_error(result, way);
@@ -484,25 +583,80 @@ mod tests {
     #[test]
     fn trailing_data() {
         let data = sample(1000, 4, false);
-        let object = encode(&data, 3).unwrap();
-        let mut twice = object.clone();
-        twice.extend_from_slice(&object);
-        // (name, suffix)
-        let cases: [(&str, &[u8]); 4] = [
-            ("one zero byte", &[0]),
-            ("garbage", b"garbage after the trailer"),
-            ("a whole trailer", &object[object.len() - TRAILER_LEN..]),
-            ("a second object", &object),
+        for object in [encode(&data, 3).unwrap(), encode_in(&data, 300)] {
+            // (name, suffix)
+            let cases: [(&str, &[u8]); 4] = [
+                ("one zero byte", &[0]),
+                ("garbage", b"garbage after the trailer"),
+                ("a whole trailer", &object[object.len() - TRAILER_LEN..]),
+                ("a second object", &object),
+            ];
+            for (name, suffix) in cases {
+                let mut long = object.clone();
+                long.extend_from_slice(suffix);
+                for (way, result) in decode_all_ways(&long, u64::MAX) {
+                    let error = expect_error(result, name);
+                    assert!(
+                        matches!(error, Error::TrailingData),
+                        "{name}, {way}: {error:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn version_1_objects_hold_exactly_one_zstd_frame() {
+        let data = sample(5000, 9, true);
+        let single = as_version_1(&encode(&data, 3).unwrap());
+        assert_eq!(Header::parse(&single).unwrap().version, 1);
+        for (way, result) in decode_all_ways(&single, u64::MAX) {
+            let decoded = result.unwrap_or_else(|e| panic!("{way}: {e}"));
+            assert!(decoded == data, "{way}: wrong bytes");
+        }
+        // Several frames are version 2's: in version 1 the second is data after the content.
+        let several = as_version_1(&encode_in(&data, 1000));
+        for (way, result) in decode_all_ways(&several, u64::MAX) {
+            let error = expect_error(result, way);
+            assert!(matches!(error, Error::TrailingData), "{way}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn anything_but_a_zstd_frame_between_frames_is_refused() {
+        let data = sample(3000, 5, true);
+        let object = encode_in(&data, 1000);
+        // Where the second frame starts: the first frame is a whole object's body.
+        let first = encode_in(&data[..1000], 1000).len() - HEADER_LEN - TRAILER_LEN;
+        let at = HEADER_LEN + first;
+        assert_eq!(object[at..at + 4], [0x28, 0xb5, 0x2f, 0xfd]);
+        // (name, bytes put in at the boundary)
+        let cases: [(&str, &[u8]); 3] = [
+            ("a zero byte", &[0]),
+            ("a trailer", &object[object.len() - TRAILER_LEN..]),
+            (
+                "a zstd skippable frame",
+                &[0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0],
+            ),
         ];
-        for (name, suffix) in cases {
-            let mut long = object.clone();
-            long.extend_from_slice(suffix);
-            for (way, result) in decode_all_ways(&long, u64::MAX) {
+        for (name, inserted) in cases {
+            let mut damaged = object[..at].to_vec();
+            damaged.extend_from_slice(inserted);
+            damaged.extend_from_slice(&object[at..]);
+            for (way, result) in decode_all_ways(&damaged, u64::MAX) {
                 let error = expect_error(result, name);
-                assert!(
-                    matches!(error, Error::TrailingData),
-                    "{name}, {way}: {error:?}"
-                );
+                assert!(error.is_corruption(), "{name}, {way}: {error:?}");
+            }
+        }
+        // A frame dropped or repeated changes the content, and the summary says so.
+        let mut dropped = object[..at].to_vec();
+        dropped.extend_from_slice(&object[at + first..]);
+        let mut repeated = object[..at].to_vec();
+        repeated.extend_from_slice(&object[HEADER_LEN..]);
+        for (name, damaged) in [("dropped", dropped), ("repeated", repeated)] {
+            for (way, result) in decode_all_ways(&damaged, u64::MAX) {
+                let error = expect_error(result, name);
+                assert!(error.is_corruption(), "{name}, {way}: {error:?}");
             }
         }
     }
@@ -713,15 +867,21 @@ mod tests {
             prop_assert_eq!(&decode(&object, summary.len).unwrap(), &data);
             prop_assert_eq!(&decode_reader(&object, summary.len, step).unwrap(), &data);
             prop_assert_eq!(&decode(&encode(&data, level).unwrap(), summary.len).unwrap(), &data);
+            let framed = encode_in_frames(&data, level, chunk).unwrap();
+            prop_assert_eq!(&decode_reader(&framed, summary.len, step).unwrap(), &data);
         }
 
         #[test]
         fn prop_damage_never_yields_other_bytes(
             data in proptest::collection::vec(0u8..4, 0..2000),
-            with_summary: bool,
+            how in 0..3,
             edits in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
         ) {
-            let object = encode_streaming(&data, with_summary);
+            let object = match how {
+                0 => encode_streaming(&data, false),
+                1 => encode_streaming(&data, true),
+                _ => encode_in(&data, 300),
+            };
             let mut damaged = object.clone();
             for (at, flip) in edits {
                 let at = at.index(damaged.len());

@@ -20,8 +20,9 @@ pub enum Error {
 
     /// The header names a format version this build cannot read.
     #[error(
-        "unsupported frame format version {version} (this build reads version {}); HINT: the \
-         object was written by a newer walferry, or it is damaged",
+        "unsupported frame format version {version} (this build reads versions {} to {}); HINT: \
+         the object was written by a newer walferry, or it is damaged",
+        crate::OLDEST_FORMAT_VERSION,
         crate::FORMAT_VERSION
     )]
     UnsupportedVersion {

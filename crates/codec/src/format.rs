@@ -12,8 +12,12 @@ pub const HEADER_LEN: usize = 24;
 /// Length of the frame trailer in bytes.
 pub const TRAILER_LEN: usize = 16;
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes. It reads this one and every earlier one, from
+/// [`OLDEST_FORMAT_VERSION`].
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
 
 /// First four bytes of every frame.
 pub(crate) const HEADER_MAGIC: [u8; 4] = *b"WFZ1";
@@ -67,7 +71,8 @@ impl fmt::Display for Summary {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Header {
-    /// Format version; always [`FORMAT_VERSION`] for a header this build parsed.
+    /// Format version: from [`OLDEST_FORMAT_VERSION`] to [`FORMAT_VERSION`] for a header this
+    /// build parsed.
     pub version: u8,
     /// The content summary, when the writer knew it before writing the body.
     ///
@@ -76,7 +81,7 @@ pub struct Header {
 }
 
 impl Header {
-    /// The header of a version-1 frame.
+    /// The header of a frame in the current version.
     pub(crate) fn new(summary: Option<Summary>) -> Header {
         Header {
             version: FORMAT_VERSION,
@@ -108,7 +113,7 @@ impl Header {
             return Err(Error::Truncated);
         };
         let version = bytes[4];
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion { version });
         }
         let expected = u32::from_le_bytes(field(bytes, 20));
@@ -246,13 +251,13 @@ mod tests {
             crc32: 0xaabb_ccdd,
         }))
         .to_bytes();
-        assert_eq!(&bytes[..8], b"WFZ1\x01\x01\x00\x00");
+        assert_eq!(&bytes[..8], b"WFZ1\x02\x01\x00\x00");
         assert_eq!(&bytes[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&bytes[16..20], &[0xdd, 0xcc, 0xbb, 0xaa]);
         assert_eq!(bytes[20..24], crc32fast::hash(&bytes[..20]).to_le_bytes());
 
         let bytes = Header::new(None).to_bytes();
-        assert_eq!(&bytes[..20], b"WFZ1\x01\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        assert_eq!(&bytes[..20], b"WFZ1\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
     }
 
     #[test]
@@ -261,7 +266,7 @@ mod tests {
         let mut bad_crc = good;
         bad_crc[10] ^= 1;
         let mut bad_version_unchecked = good;
-        bad_version_unchecked[4] = 2;
+        bad_version_unchecked[4] = 3;
 
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty", vec![], "Truncated"),
@@ -275,7 +280,7 @@ mod tests {
             ),
             ("zstd frame", vec![0x28, 0xb5, 0x2f, 0xfd], "BadMagic"),
             (
-                "version 2",
+                "version 3",
                 bad_version_unchecked.to_vec(),
                 "UnsupportedVersion",
             ),

@@ -504,9 +504,10 @@ struct Prepared {
 /// flight.
 const BUDGET_KIB: u32 = 32 << 10;
 
-/// What a file being compressed holds of the budget until its compressed size is known: the
-/// streaming compressor's window and buffers, and the start of the output.
-const COMPRESSING_KIB: u64 = 4 << 10;
+/// What a file being compressed holds of the budget until its compressed size is known: a
+/// zstd frame's worth of content ([`codec::FRAME_LEN`], 4 MiB) read ahead of the compressor, the
+/// compressor's tables, and the start of the output.
+const COMPRESSING_KIB: u64 = 5 << 10;
 
 /// Files compressed at once, at most: one per core, up to four.
 const MAX_COMPRESSING: usize = 4;
@@ -524,6 +525,9 @@ struct Budget {
     kib: Arc<Semaphore>,
     /// Compressions at once.
     compressing: Semaphore,
+    /// Encoders not in use, at most one per compression slot: their buffers serve file after
+    /// file instead of being allocated and freed for each.
+    encoders: std::sync::Mutex<Vec<codec::BatchEncoder>>,
 }
 
 impl Budget {
@@ -532,6 +536,25 @@ impl Budget {
         Budget {
             kib: Arc::new(Semaphore::new(BUDGET_KIB as usize)),
             compressing: Semaphore::new(cores.min(MAX_COMPRESSING)),
+            encoders: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An encoder at `level`: a kept one, or a new one.
+    fn encoder(&self, level: i32) -> codec::Result<codec::BatchEncoder> {
+        let kept = self
+            .encoders
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .filter(|encoder| encoder.level() == level);
+        kept.map_or_else(|| codec::BatchEncoder::new(level), Ok)
+    }
+
+    /// Keeps `encoder` for the next file.
+    fn keep(&self, encoder: codec::BatchEncoder) {
+        if let Ok(mut kept) = self.encoders.lock() {
+            kept.push(encoder);
         }
     }
 
@@ -549,13 +572,13 @@ impl Budget {
     }
 }
 
-/// Reads a checked file in pieces and compresses it as a stream, holding its size of the
-/// budget while it does and then only the compressed object's. The file must not change while
-/// it is read.
+/// Reads a checked file a zstd frame's worth at a time and compresses each in one pass, holding
+/// its share of the budget while it does and then only the compressed object's. The file must
+/// not change while it is read.
 ///
-/// In pieces, not whole: a whole 16 MiB segment per file, freed and allocated again, is what
-/// the allocator keeps in its per-thread arenas, and a worker's memory grew to 178 MiB that
-/// way; in 1 MiB pieces it stays near the budget (`benches/README.md`, "archive").
+/// A frame at a time, not whole: a whole 16 MiB segment per file, freed and allocated again, is
+/// what the allocator keeps in its per-thread arenas, and a worker's memory grew to 178 MiB that
+/// way; 4 MiB at a time stays near the budget (`benches/README.md`, "archive").
 async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepared> {
     // The slot first: only files being compressed hold a compressing share of the budget.
     let core = budget
@@ -566,40 +589,17 @@ async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepa
             message: "the push's compression slots were closed".into(),
         })?;
     let mut held = budget.hold(COMPRESSING_KIB * 1024).await?;
-    let prepared = blocking(move || {
-        let Checked {
-            name,
-            path,
-            file,
-            id,
-            ..
-        } = checked;
-        let io = |source| Error::LocalIo {
-            action: "read",
-            path: path.clone(),
-            source,
-        };
-        let changed = || Error::InvalidWal {
-            name: name.to_string(),
-            reason: "the file changed while it was being read".into(),
-        };
-        // One pass: read in pieces, checksummed and compressed on the way.
-        let encoded = codec::encode_from(std::io::Read::take(&file, id.size()), id.size(), level)
-            .map_err(|e| match e {
-            codec::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => changed(),
-            codec::Error::Io(e) => io(e),
-            source => Error::Encode {
-                name: name.to_string(),
-                source,
-            },
-        })?;
-        if FileId::of(&file).map_err(io)? != id {
-            return Err(changed());
-        }
-        Ok((name, id, encoded))
+    let mut encoder = budget.encoder(level).map_err(|source| Error::Encode {
+        name: checked.name.to_string(),
+        source,
+    })?;
+    let (encoder, prepared) = blocking(move || {
+        let prepared = prepare(checked, &mut encoder);
+        Ok((encoder, prepared))
     })
     .await?;
-    let (name, id, encoded) = prepared;
+    budget.keep(encoder);
+    let (name, id, encoded) = prepared?;
     // Hold what the object needs: give back the spare, or wait for more (a file that hardly
     // compresses; its bytes exist already, but nothing new starts until they fit).
     let need = usize::try_from((encoded.len() as u64).div_ceil(1024))
@@ -619,6 +619,45 @@ async fn compress(checked: Checked, level: i32, budget: &Budget) -> Result<Prepa
         encoded,
         _held: held,
     })
+}
+
+/// Reads and compresses a checked file with `encoder`, and checks that the file did not change
+/// meanwhile.
+fn prepare(
+    checked: Checked,
+    encoder: &mut codec::BatchEncoder,
+) -> Result<(WalFileName, FileId, Vec<u8>)> {
+    let Checked {
+        name,
+        path,
+        file,
+        id,
+        ..
+    } = checked;
+    let io = |source| Error::LocalIo {
+        action: "read",
+        path: path.clone(),
+        source,
+    };
+    let changed = || Error::InvalidWal {
+        name: name.to_string(),
+        reason: "the file changed while it was being read".into(),
+    };
+    // One pass: read a frame's worth at a time, checksummed and compressed on the way.
+    let encoded = encoder
+        .encode_from(std::io::Read::take(&file, id.size()), id.size())
+        .map_err(|e| match e {
+            codec::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => changed(),
+            codec::Error::Io(e) => io(e),
+            source => Error::Encode {
+                name: name.to_string(),
+                source,
+            },
+        })?;
+    if FileId::of(&file).map_err(io)? != id {
+        return Err(changed());
+    }
+    Ok((name, id, encoded))
 }
 
 /// The piece size files are read in.
