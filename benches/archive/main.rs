@@ -23,7 +23,7 @@
 //!   `archive-async=y`, `process-max=4` (as many uploads at once as walferry), zstd level 3,
 //!   through stunnel (pgBackRest's S3 driver speaks only TLS).
 //!
-//! `WALFERRY_BENCH_ROUNDS` rounds (default 3) interleave the modes; each round's ratio is
+//! `WALFERRY_BENCH_ROUNDS` rounds (default 5) interleave the modes; each round's ratio is
 //! pgBackRest's drain time over walferry's. After every run the repository is checked to hold
 //! every segment. One more walferry run with every call under GNU time gives `push`'s peak
 //! memory.
@@ -92,7 +92,7 @@ impl Settings {
         };
         Settings {
             wal_mib: env_or("WALFERRY_BENCH_WAL_MIB", 2048),
-            rounds: env_or("WALFERRY_BENCH_ROUNDS", 3usize).max(1),
+            rounds: env_or("WALFERRY_BENCH_ROUNDS", 5usize).max(1),
             live_seconds: env_or("WALFERRY_BENCH_LIVE_SECONDS", 60),
             parts: list("WALFERRY_BENCH_PARTS")
                 .unwrap_or_else(|| vec!["drain".into(), "live".into()]),
