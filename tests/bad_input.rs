@@ -447,3 +447,104 @@ fn a_full_wal_directory_stops_recovery() {
         run.stderr
     );
 }
+
+/// Runs `fetch name dest` from `pgdata` and asserts the error and that neither the repository
+/// nor the data directory changed.
+fn fetch_refused(
+    repo_root: &Path,
+    pgdata: &Path,
+    args: [&str; 2],
+    env: &[(String, String)],
+    code: i32,
+    texts: &[&str],
+) {
+    let (repo_before, data_before) = (snapshot(repo_root), snapshot(pgdata));
+    let run = fetch(args[0], args[1], env, pgdata);
+    expect_one_error(&run, code, texts);
+    assert_eq!(snapshot(repo_root), repo_before, "repository unchanged");
+    assert_eq!(snapshot(pgdata), data_before, "data directory unchanged");
+}
+
+/// What `restore_command` is given that PostgreSQL would not give, a damaged object, a
+/// repository without a descriptor, and WAL of another cluster: each stops with one line and
+/// changes nothing.
+#[test]
+fn fetch_and_push_refuse_what_does_not_belong() {
+    let dir = TestDir::new("bad-fetch").unwrap();
+    let repo = Repo::local(&dir);
+    let (primary, _) = archived(&dir, &repo);
+    let root = repo.local_root.clone().unwrap();
+    let data = primary.data_dir();
+    let object = repo
+        .local_objects()
+        .into_iter()
+        .find(|o| o.starts_with("wal/"))
+        .expect("an archived segment");
+    let name = Path::new(&object)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    // Names and destinations PostgreSQL never passes.
+    let cases = [
+        (
+            ["00000001000000000000000G", "pg_wal/RECOVERYXLOG"],
+            "invalid WAL file name '00000001000000000000000G'",
+        ),
+        (
+            ["../global/pg_control", "pg_wal/RECOVERYXLOG"],
+            "invalid WAL file name '../global/pg_control'",
+        ),
+        ([name.as_str(), ""], "a value is required for '<DEST_PATH>'"),
+    ];
+    for (args, text) in cases {
+        fetch_refused(&root, data, args, &repo.env, 202, &[text]);
+    }
+
+    // A damaged object: flipped, then cut short.
+    let good = std::fs::read(root.join(&object)).unwrap();
+    let mut flipped = good.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x04;
+    for bytes in [flipped, good[..good.len() - 9].to_vec()] {
+        std::fs::write(root.join(&object), &bytes).unwrap();
+        fetch_refused(
+            &root,
+            data,
+            [&name, "pg_wal/RECOVERYXLOG"],
+            &repo.env,
+            206,
+            &[&format!("'{object}' is corrupt")],
+        );
+    }
+    std::fs::write(root.join(&object), &good).unwrap();
+
+    // The repository's descriptor gone.
+    let descriptor = std::fs::read(root.join("walferry.json")).unwrap();
+    std::fs::remove_file(root.join("walferry.json")).unwrap();
+    fetch_refused(
+        &root,
+        data,
+        [&name, "pg_wal/RECOVERYXLOG"],
+        &repo.env,
+        206,
+        &["has no descriptor"],
+    );
+    std::fs::write(root.join("walferry.json"), &descriptor).unwrap();
+
+    // A segment of another cluster, pushed into this repository.
+    let mut other = start_cluster(&dir, "other", &paused_archiving());
+    let foreign = other.write_segments(1).unwrap().remove(0);
+    other.stop().unwrap();
+    push_refused(
+        &root,
+        other.data_dir(),
+        &PathBuf::from("pg_wal").join(&foreign),
+        &repo.env,
+        other.data_dir(),
+        4,
+        &[&format!("WAL file '{foreign}' belongs to another cluster")],
+    );
+}

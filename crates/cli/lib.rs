@@ -125,14 +125,19 @@ pub fn one_line(err: &anyhow::Error) -> String {
     out.replace('\n', " ")
 }
 
-/// A clap error as one line: its message without the `error: ` prefix, the usage and the tip,
-/// with the lines of a multi-line message (such as the conflicting options) joined.
+/// A clap error as one line: its message without the `error: ` prefix, the usage, the tip and
+/// the pointer to `--help`, with the lines of a multi-line message (such as the conflicting
+/// options) joined.
 pub fn clap_error_line(e: &clap::Error) -> String {
     let text = e.to_string();
     let message: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("tip:"))
+        .take_while(|line| {
+            !line.starts_with("Usage:")
+                && !line.starts_with("tip:")
+                && !line.starts_with("For more information")
+        })
         .filter(|line| !line.is_empty())
         .collect();
     let line = message.join(" ");
@@ -152,6 +157,18 @@ pub fn exit_code(code: u8) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let command =
+            clap::Command::new("t").arg(clap::Arg::new("dest").required(true).value_name("DEST"));
+        let error = command.try_get_matches_from(["t"]).unwrap_err();
+        let line = clap_error_line(&error);
+        assert_eq!(
+            line,
+            "the following required arguments were not provided: <DEST>"
+        );
+    }
 
     #[test]
     fn one_line_does_not_repeat_causes() {
