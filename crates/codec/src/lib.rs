@@ -46,7 +46,7 @@
 //! A reader checks, in order: the magic; the version (every future version keeps the magic and
 //! the version byte where they are, so a newer object is reported as
 //! [`Error::UnsupportedVersion`]); the header CRC; the flags and reserved bytes. After the zstd
-//! frame it checks the trailer magic, the decoded length and CRC32 against the trailer and then
+//! frames it checks the trailer magic, the decoded length and CRC32 against the trailer and then
 //! against the header summary if there is one, and finally that the input ends there.
 //!
 //! The header carries no field for the body's compressed length: the trailer is the object's last
@@ -54,16 +54,18 @@
 //! first must start with zstd's magic number; anything else there is data after the content
 //! ([`Error::TrailingData`]).
 //!
-//! walferry writes a zstd frame per [`FRAME_LEN`] (4 MiB) of content, the last one shorter, and
-//! one empty frame for empty content; the streaming [`Encoder`] writes a single frame. A reader
-//! needs no knowledge of the frame size. zstd compresses 4 MiB held in one contiguous buffer
-//! markedly faster than a 16 MiB WAL segment streamed through its 2 MiB window, whose buffer
-//! wraps and sends matching down a slower path (figures in `benches/README.md`), and the frames
-//! cost well under 1 % in size. The body is still a valid zstd stream: `zstd -d` decodes it.
+//! The total object size is `HEADER_LEN + body + TRAILER_LEN`.
+//!
+//! [`encode`] and [`encode_from`] write a zstd frame per [`FRAME_LEN`] (4 MiB) of content, the
+//! last holding what is left (one empty frame for empty content); the streaming [`Encoder`]
+//! writes a single frame. A reader needs no knowledge of the frame size. zstd compresses 4 MiB
+//! held in one contiguous buffer markedly faster than a 16 MiB WAL segment streamed through its
+//! 2 MiB window, whose buffer wraps and sends matching down a slower path (figures in
+//! `benches/README.md`), and the frames cost well under 1 % in size. The body is still a valid
+//! zstd stream: `zstd -d` decodes it.
 //!
 //! Version 1, which walferry wrote before, differs only in the version byte and in holding
 //! exactly one zstd frame; this build reads both.
-//! The total object size is `HEADER_LEN + body + TRAILER_LEN`.
 //!
 //! # Worked example
 //!
