@@ -5,41 +5,17 @@
 //! Here: WAL of another segment size, a malformed history file, paths PostgreSQL does not
 //! pass, rejected credentials and a missing bucket (push and fetch), a read-only and a full
 //! local repository, a corrupt or truncated object met by push, a full WAL directory (where
-//! the prefetch spool lives) met by fetch. Elsewhere: WAL of another
-//! cluster and a file that is not WAL (`archive.rs`); a corrupt or truncated object met by
-//! fetch, a repository without a descriptor, `%f`/`%p` argument errors and a repository of
-//! another cluster (`fetch.rs`).
+//! the prefetch spool lives) met by fetch; names PostgreSQL never passes, a corrupt or
+//! truncated object and a repository without a descriptor met by fetch, and WAL of another
+//! cluster met by push. Elsewhere: a file that is not WAL (`archive.rs`), `%f`/`%p` argument
+//! errors and a data directory of another cluster (`fetch.rs`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use walferry_testutil::dirs::TestDir;
 use walferry_testutil::pg::{Cluster, ClusterOptions, chown_to_cluster_user};
 
 use crate::util::*;
-
-/// Every file under `root` with a checksum of its content (missing root: empty).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, u32> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u32>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.filter_map(|e| e.ok()) {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                out.insert(
-                    path.strip_prefix(root).unwrap().to_owned(),
-                    crc32fast::hash(&bytes),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
 
 /// Asserts one error line, the exit code, and the texts in it.
 fn expect_one_error(run: &Run, code: i32, texts: &[&str]) {

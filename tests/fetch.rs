@@ -208,9 +208,13 @@ fn repository_of_another_cluster_is_refused() {
     control.resize(8192, 0);
     std::fs::write(data.join("global/pg_control"), &control).unwrap();
     walferry_testutil::pg::chown_to_cluster_user(&data).unwrap();
+    let root = repo.local_root.clone().unwrap();
+    let (repo_before, data_before) = (snapshot(&root), snapshot(&data));
     fetch(&segment, "pg_wal/RECOVERYXLOG", &repo.env, &data).expect(
         204,
         &["belongs to another cluster than this data directory: system identifier 12345"],
     );
     assert!(!data.join("pg_wal/RECOVERYXLOG").exists());
+    assert_eq!(snapshot(&root), repo_before, "repository unchanged");
+    assert_eq!(snapshot(&data), data_before, "data directory unchanged");
 }

@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -302,4 +303,27 @@ pub fn walferry_command(bin: &str, args: &[&str], env: &[(String, String)], cwd:
         cmd.env(k, v);
     }
     pg::as_cluster_user(cmd)
+}
+
+/// Every file under `root` with a checksum of its content (missing root: empty).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, u32> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u32>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.insert(
+                    path.strip_prefix(root).unwrap().to_owned(),
+                    crc32fast::hash(&bytes),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
 }
