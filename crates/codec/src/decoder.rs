@@ -317,7 +317,7 @@ impl<R: Read> Body<R> {
         loop {
             let ready = self.ready();
             let starting = !self.in_frame && self.frames > 0;
-            // A further frame is told from the trailer by zstd's magic number.
+            // A further frame must start with zstd's magic number: have its four bytes at hand.
             let wanted = if starting { ZSTD_MAGIC.len() } else { 1 };
             if ready < wanted && !self.eof {
                 self.refill()?;
