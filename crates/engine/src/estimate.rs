@@ -15,7 +15,8 @@
 //!   second per core.
 //! - **PostgreSQL's replay rate**, recorded or assumed: the newest [`REPLAY_RECORDS_USED`]
 //!   records earlier restores left in the repository ([`walferry_manifest::stats`]), those
-//!   whose recovery never waited for a segment first, or [`DEFAULT_REPLAY_BYTES_PER_SECOND`].
+//!   that measured replay where it never waited for a segment first (a pipeline records the
+//!   stretch after the last stall), or [`DEFAULT_REPLAY_BYTES_PER_SECOND`].
 //! - **Disk write rate**, assumed: [`DEFAULT_DISK_WRITE_BYTES_PER_SECOND`].
 //!
 //! Then [`model()`], which is pure, turns these into stages:

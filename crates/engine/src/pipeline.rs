@@ -151,9 +151,8 @@ pub struct PipelineReport {
     pub failed: u64,
     /// Stored bytes downloaded.
     pub downloaded_bytes: u64,
-    /// Replay as measured from the segments taken: original bytes and seconds from the first
-    /// to the last segment taken.
-    pub replay: Option<(u64, f64)>,
+    /// Replay as measured from the segments taken; see [`ReplayFigure`].
+    pub replay: Option<ReplayFigure>,
     /// Seconds from the server's start to the first segment taken, when both were seen.
     pub startup_seconds: Option<f64>,
     /// Seconds from the last segment taken to the server accepting connections after
@@ -162,6 +161,59 @@ pub struct PipelineReport {
     pub end_seconds: Option<f64>,
     /// Why it stopped.
     pub stop: StopReason,
+}
+
+/// Replay as the pipeline saw it: original bytes of the segments replayed between the first and
+/// the last segment taken in a stretch, the seconds between, and the stalls in the stretch.
+///
+/// The stretch is the one after the last stall (replay waited for none of its segments, so it
+/// measured replay, not the fetch), or the whole recovery when there was none; when the
+/// stretch after the last stall holds fewer than half of the segments, the whole recovery,
+/// stalls and all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayFigure {
+    /// Original bytes of the segments replayed in the stretch.
+    pub wal_bytes: u64,
+    /// Seconds from the stretch's first segment taken to its last.
+    pub seconds: f64,
+    /// Stalls within the stretch.
+    pub stalls: u64,
+}
+
+/// The [`ReplayFigure`] of `taken` segments of `segment_size` bytes, the first and last taken
+/// at `first` and `last`, with `stalls` stalls, the last stall's stretch starting at `steady`
+/// (the time the first segment after it was taken, and how many had been taken then,
+/// counting it).
+fn replay_figure(
+    segment_size: u64,
+    taken: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    steady: Option<(Instant, u64)>,
+    stalls: u64,
+) -> Option<ReplayFigure> {
+    let (first, last) = (first?, last?);
+    if taken < 2 {
+        return None;
+    }
+    // The segment taken last is not replayed within the interval.
+    let whole = ReplayFigure {
+        wal_bytes: (taken - 1) * segment_size,
+        seconds: last.saturating_duration_since(first).as_secs_f64(),
+        stalls,
+    };
+    let Some((start, counted)) = steady else {
+        return Some(whole);
+    };
+    let replayed = taken.saturating_sub(counted);
+    if replayed == 0 || 2 * replayed < taken - 1 {
+        return Some(whole);
+    }
+    Some(ReplayFigure {
+        wal_bytes: replayed * segment_size,
+        seconds: last.saturating_duration_since(start).as_secs_f64(),
+        stalls: 0,
+    })
 }
 
 /// Runs the pipeline for `options.pgdata` until it stops; see the [module docs](self).
@@ -219,10 +271,10 @@ pub async fn run(
         ?stop,
         "WAL prefetch stopped"
     );
-    if let Some((wal_bytes, seconds)) = report.replay
+    if let Some(figure) = report.replay
         && report.taken >= 4
     {
-        record_replay(store, &report, wal_bytes, seconds, cancel).await;
+        record_replay(store, &report, figure, cancel).await;
     }
     Ok(report)
 }
@@ -249,8 +301,7 @@ impl PipelineReport {
 async fn record_replay(
     store: &Store,
     report: &PipelineReport,
-    wal_bytes: u64,
-    seconds: f64,
+    figure: ReplayFigure,
     cancel: &CancellationToken,
 ) {
     let Ok(recorded_at) = Timestamp::from_system_time(std::time::SystemTime::now()) else {
@@ -258,10 +309,10 @@ async fn record_replay(
     };
     let record = ReplayRecord {
         recorded_at,
-        wal_bytes,
+        wal_bytes: figure.wal_bytes,
         segments: report.taken,
-        seconds,
-        stalls: report.stalls,
+        seconds: figure.seconds,
+        stalls: figure.stalls,
         cores: std::thread::available_parallelism()
             .map_or(1, NonZeroUsize::get)
             .try_into()
@@ -449,6 +500,9 @@ struct Control {
     max_taken: Option<usize>,
     first_take: Option<Instant>,
     last_take: Option<Instant>,
+    /// When the first segment after the last stall was taken, and how many segments had been
+    /// taken then.
+    steady: Option<(Instant, u64)>,
     taken_segments: u64,
     published: u64,
     stalls: u64,
@@ -499,6 +553,7 @@ impl Control {
             max_taken: None,
             first_take: None,
             last_take: None,
+            steady: None,
             taken_segments: 0,
             published: 0,
             stalls: 0,
@@ -511,14 +566,14 @@ impl Control {
     }
 
     fn report(&self, stop: Option<StopReason>) -> PipelineReport {
-        let replay = match (self.first_take, self.last_take) {
-            (Some(first), Some(last)) if self.taken_segments >= 2 => Some((
-                // The first segment's replay is not in the interval.
-                (self.taken_segments - 1) * self.segment_size,
-                last.duration_since(first).as_secs_f64(),
-            )),
-            _ => None,
-        };
+        let replay = replay_figure(
+            self.segment_size,
+            self.taken_segments,
+            self.first_take,
+            self.last_take,
+            self.steady,
+            self.stalls,
+        );
         PipelineReport {
             planned: self.made as u64,
             last_segment: self.last_segment,
@@ -729,6 +784,7 @@ impl Control {
                         && self.held.keys().all(|&held| held > fetched.index);
                     if waiting {
                         self.stalls += 1;
+                        self.steady = None;
                     }
                 }
                 self.held.insert(index, item.name);
@@ -806,6 +862,7 @@ impl Control {
             self.taken_segments += 1;
             self.first_take.get_or_insert(at);
             self.last_take = Some(at);
+            self.steady.get_or_insert((at, self.taken_segments));
         }
     }
 }
@@ -1587,5 +1644,74 @@ mod tests {
         fs::write(dir.join("postgresql.conf"), "include = 'nowhere.conf'\n").unwrap();
         assert_eq!(configured(dir, "archive_mode"), Err(()));
         assert!(!placing_allowed(dir));
+    }
+
+    #[test]
+    fn replay_is_measured_after_the_last_stall() {
+        const MIB16: u64 = 16 << 20;
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        // (case, taken, first, last, steady, stalls) -> (bytes, seconds, stalls)
+        let cases = [
+            (
+                "no stall",
+                11,
+                0.0,
+                10.0,
+                Some((at(0.0), 1)),
+                0,
+                Some((10, 10.0, 0)),
+            ),
+            // Two stalls at the start, then replay of 8 segments in 4 s.
+            (
+                "stalled at first",
+                11,
+                0.0,
+                6.0,
+                Some((at(2.0), 3)),
+                2,
+                Some((8, 4.0, 0)),
+            ),
+            // The stretch after the last stall is too short: the whole, stalls and all.
+            (
+                "stalled late",
+                11,
+                0.0,
+                10.0,
+                Some((at(8.0), 9)),
+                5,
+                Some((10, 10.0, 5)),
+            ),
+            // A stall after the last segment taken: no stretch at all.
+            (
+                "stalled at the end",
+                11,
+                0.0,
+                10.0,
+                None,
+                1,
+                Some((10, 10.0, 1)),
+            ),
+            ("one segment", 1, 0.0, 0.0, Some((at(0.0), 1)), 0, None),
+        ];
+        for (case, taken, first, last, steady, stalls, expected) in cases {
+            let figure = replay_figure(
+                MIB16,
+                taken,
+                Some(at(first)),
+                Some(at(last)),
+                steady,
+                stalls,
+            );
+            let got = figure.map(|f| {
+                (
+                    f.wal_bytes / MIB16,
+                    (f.seconds * 1000.0).round() / 1000.0,
+                    f.stalls,
+                )
+            });
+            assert_eq!(got, expected, "{case}");
+        }
+        assert_eq!(replay_figure(MIB16, 5, None, None, None, 0), None);
     }
 }

@@ -82,14 +82,15 @@ const SAVE_ATTEMPTS: usize = 3;
 pub struct ReplayRecord {
     /// When the recovery ended (UTC).
     pub recorded_at: Timestamp,
-    /// Original (uncompressed) bytes of the WAL segments PostgreSQL took.
+    /// Original (uncompressed) bytes of the WAL segments replayed in the stretch measured:
+    /// the recovery after its last stall (when that holds at least half of it), else all of it.
     pub wal_bytes: u64,
-    /// The number of WAL segments PostgreSQL took.
+    /// The number of WAL segments PostgreSQL took in all.
     pub segments: u64,
-    /// Seconds from the first segment taken to the last.
+    /// Seconds from the stretch's first segment taken to its last.
     pub seconds: f64,
-    /// Segments PostgreSQL asked for before they were ready: with any, `seconds` measured the
-    /// fetch at least in part, not only replay.
+    /// Segments PostgreSQL asked for before they were ready, within the stretch: with any,
+    /// `seconds` measured the fetch at least in part, not only replay.
     pub stalls: u64,
     /// The available parallelism of the restoring machine.
     pub cores: u32,
