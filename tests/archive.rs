@@ -161,16 +161,7 @@ fn primary_with_backlog(dir: &TestDir, repo: &Repo, n: usize) -> (Cluster, Vec<S
 
 /// The files marked ready in the cluster's `pg_wal`, history files first, then by name.
 fn ready_files(cluster: &Cluster) -> Vec<String> {
-    let mut ready: Vec<String> =
-        std::fs::read_dir(cluster.data_dir().join("pg_wal/archive_status"))
-            .unwrap()
-            .filter_map(|e| {
-                let name = e.unwrap().file_name().into_string().unwrap();
-                name.strip_suffix(".ready").map(str::to_owned)
-            })
-            .collect();
-    ready.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
-    ready
+    walferry_testutil::pg::ready_files(cluster.data_dir())
 }
 
 /// `push` as PostgreSQL runs it: `pg_wal/<name>`, from the data directory, with debug logs.

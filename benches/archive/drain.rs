@@ -287,14 +287,7 @@ fn prepare(servers: &Servers, settings: &Settings) -> Backlog {
     primary.switch_wal().unwrap();
     primary.stop().unwrap();
     let pgdata = primary.data_dir().to_owned();
-    let mut names: Vec<String> = std::fs::read_dir(pgdata.join("pg_wal/archive_status"))
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".ready").map(str::to_owned)
-        })
-        .collect();
-    names.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
+    let names = pg::ready_files(&pgdata);
     let bytes = names
         .iter()
         .map(|n| {
@@ -495,15 +488,8 @@ pub fn archiver_main(args: &[String]) {
     let mut call_ms = Vec::new();
     let mut failures = 0;
     loop {
-        let mut ready: Vec<String> = std::fs::read_dir(&status)
-            .unwrap()
-            .filter_map(|e| {
-                let name = e.unwrap().file_name().into_string().unwrap();
-                name.strip_suffix(".ready").map(str::to_owned)
-            })
-            .collect();
         // PostgreSQL's order: timeline history files first, then the oldest.
-        ready.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
+        let ready = pg::ready_files(pgdata);
         let Some(name) = ready.first() else {
             break;
         };

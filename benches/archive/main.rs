@@ -59,10 +59,10 @@ use std::time::Instant;
 use serde::Serialize;
 use walferry_testutil::dirs::TestDir;
 use walferry_testutil::pg;
-use walferry_testutil::s3::{NetworkProfile, S3Server, S3ServerConfig};
+use walferry_testutil::s3::S3Server;
 
 pub use crate::support::check_output;
-use crate::support::env_or;
+use crate::support::{env_list, env_or, env_path};
 
 pub const ARCHIVE: &str = env!("CARGO_BIN_EXE_walferry-archive");
 
@@ -84,23 +84,15 @@ pub struct Settings {
 impl Settings {
     fn from_env() -> Settings {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let list = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| v.split(',').map(|m| m.trim().to_owned()).collect())
-        };
         Settings {
             wal_mib: env_or("WALFERRY_BENCH_WAL_MIB", 2048),
             rounds: env_or("WALFERRY_BENCH_ROUNDS", 5usize).max(1),
             live_seconds: env_or("WALFERRY_BENCH_LIVE_SECONDS", 60),
-            parts: list("WALFERRY_BENCH_PARTS")
+            parts: env_list("WALFERRY_BENCH_PARTS")
                 .unwrap_or_else(|| vec!["drain".into(), "live".into()]),
-            modes: list("WALFERRY_BENCH_MODES"),
-            out: std::env::var_os("WALFERRY_BENCH_OUT")
-                .map_or_else(|| root.join("target/bench-archive"), PathBuf::from),
-            venv: std::env::var_os("WALFERRY_BENCH_VENV")
-                .map_or_else(|| PathBuf::from("/opt/walferry/bench-venv"), PathBuf::from),
+            modes: env_list("WALFERRY_BENCH_MODES"),
+            out: env_path("WALFERRY_BENCH_OUT", || root.join("target/bench-archive")),
+            venv: env_path("WALFERRY_BENCH_VENV", || "/opt/walferry/bench-venv".into()),
         }
     }
 }
@@ -123,17 +115,7 @@ impl Servers {
     pub fn walferry_config(&self, prefix: &str, cloud: bool) -> PathBuf {
         let server = self.server(cloud);
         let path = self.dir.join(format!("{prefix}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "repo = \"s3://{BUCKET}/{prefix}\"\n\n[s3]\nendpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-                server.endpoint(),
-                server.access_key(),
-                server.secret_key()
-            ),
-        )
-        .expect("write the walferry configuration");
-        pg::chown_to_cluster_user(&path).expect("chown");
+        support::write_walferry_config(&path, &format!("s3://{BUCKET}/{prefix}"), server);
         path
     }
 
@@ -198,26 +180,12 @@ fn main() {
     }
     let settings = Settings::from_env();
     std::fs::create_dir_all(&settings.out).expect("create the output directory");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/recovery-setup.sh");
-    let status = Command::new(&script)
-        .arg(&settings.venv)
-        .status()
-        .expect("run benches/recovery-setup.sh");
-    assert!(
-        status.success(),
-        "benches/recovery-setup.sh failed: {status}"
-    );
+    support::install_peers(&settings.venv);
     let started = Instant::now();
 
     let dir = TestDir::new("bench-archive").expect("work directory");
     let s3_root = dir.join("s3");
-    let plain = S3Server::start(S3ServerConfig::new(&s3_root)).expect("start the S3 server");
-    plain.create_bucket(BUCKET).expect("create the bucket");
-    let cloud = S3Server::start(S3ServerConfig {
-        network: NetworkProfile::cloud(),
-        ..S3ServerConfig::new(&s3_root)
-    })
-    .expect("start the S3 server with the cloud profile");
+    let (plain, cloud) = support::s3_servers(&s3_root, BUCKET);
     let servers = Servers {
         dir,
         s3_root,

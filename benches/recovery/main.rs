@@ -63,11 +63,11 @@ use std::time::Instant;
 
 use walferry_testutil::dirs::TestDir;
 use walferry_testutil::pg;
-use walferry_testutil::s3::{NetworkProfile, S3Server, S3ServerConfig};
+use walferry_testutil::s3::S3Server;
 
 use crate::run::{Mode, Source};
 pub use crate::support::check_output;
-use crate::support::env_or;
+use crate::support::{env_list, env_or, env_path};
 
 pub const ARCHIVE: &str = env!("CARGO_BIN_EXE_walferry-archive");
 pub const RESTORE: &str = env!("CARGO_BIN_EXE_walferry-restore");
@@ -100,14 +100,9 @@ impl Settings {
             scale: env_or("WALFERRY_BENCH_SCALE", 50),
             rounds: env_or("WALFERRY_BENCH_ROUNDS", 5usize).max(1),
             settle: std::time::Duration::from_secs_f64(env_or("WALFERRY_BENCH_SETTLE", 5.0)),
-            modes: std::env::var("WALFERRY_BENCH_MODES")
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| v.split(',').map(|m| m.trim().to_owned()).collect()),
-            out: std::env::var_os("WALFERRY_BENCH_OUT")
-                .map_or_else(|| root.join("target/bench-recovery"), PathBuf::from),
-            venv: std::env::var_os("WALFERRY_BENCH_VENV")
-                .map_or_else(|| PathBuf::from("/opt/walferry/bench-venv"), PathBuf::from),
+            modes: env_list("WALFERRY_BENCH_MODES"),
+            out: env_path("WALFERRY_BENCH_OUT", || root.join("target/bench-recovery")),
+            venv: env_path("WALFERRY_BENCH_VENV", || "/opt/walferry/bench-venv".into()),
         }
     }
 }
@@ -151,18 +146,12 @@ fn main() {
     }
     let settings = Settings::from_env();
     std::fs::create_dir_all(&settings.out).expect("create the output directory");
-    setup(&settings);
+    support::install_peers(&settings.venv);
     let started = Instant::now();
 
     let dir = TestDir::new("bench-recovery").expect("work directory");
     let s3_root = dir.join("s3");
-    let plain = S3Server::start(S3ServerConfig::new(&s3_root)).expect("start the S3 server");
-    plain.create_bucket(BUCKET).expect("create the bucket");
-    let cloud = S3Server::start(S3ServerConfig {
-        network: NetworkProfile::cloud(),
-        ..S3ServerConfig::new(&s3_root)
-    })
-    .expect("start the S3 server with the cloud profile");
+    let (plain, cloud) = support::s3_servers(&s3_root, BUCKET);
     let walferry_plain = walferry_config(&dir, "walferry-plain.toml", &plain);
     let walferry_cloud = walferry_config(&dir, "walferry-cloud.toml", &cloud);
     let pgbackrest = pgbackrest::PgBackRest::setup(&dir, &plain, &cloud);
@@ -235,34 +224,10 @@ fn main() {
     report.write(&bench.settings);
 }
 
-/// Runs `benches/recovery-setup.sh`, which installs pgBackRest, stunnel, GNU time and the
-/// chart's virtualenv when they are missing.
-fn setup(settings: &Settings) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/recovery-setup.sh");
-    let status = Command::new(&script)
-        .arg(&settings.venv)
-        .status()
-        .expect("run benches/recovery-setup.sh");
-    assert!(
-        status.success(),
-        "benches/recovery-setup.sh failed: {status}"
-    );
-}
-
 /// A walferry configuration file for the repository `s3://bench/walferry` on `server`.
 fn walferry_config(dir: &TestDir, name: &str, server: &S3Server) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "repo = \"s3://{BUCKET}/walferry\"\n\n[s3]\nendpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-            server.endpoint(),
-            server.access_key(),
-            server.secret_key()
-        ),
-    )
-    .expect("write the walferry configuration");
-    pg::chown_to_cluster_user(&path).expect("chown");
+    support::write_walferry_config(&path, &format!("s3://{BUCKET}/walferry"), server);
     path
 }
 

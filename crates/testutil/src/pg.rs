@@ -194,6 +194,21 @@ fn effective_uid() -> Option<u32> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// The files marked ready for archiving in the data directory `pgdata`, in the order
+/// PostgreSQL's archiver takes them: timeline history files first, then by name.
+pub fn ready_files(pgdata: &Path) -> Vec<String> {
+    let mut ready: Vec<String> = fs::read_dir(pgdata.join("pg_wal/archive_status"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|name| name.strip_suffix(".ready").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ready.sort_by_key(|n| (!n.ends_with(".history"), n.clone()));
+    ready
+}
+
 /// The OS user PostgreSQL runs as when the tests run as root: `$WALFERRY_PG_USER` or `postgres`.
 pub fn cluster_user() -> String {
     std::env::var(USER_ENV).unwrap_or_else(|_| DEFAULT_CLUSTER_USER.to_owned())
