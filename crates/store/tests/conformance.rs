@@ -145,15 +145,15 @@ async fn s3_external_server() {
     assert_multipart_etag(&endpoint, &bucket, &access, &secret, &base).await;
 }
 
-/// What the external server lacks. CI's is moto 5.2.5, whose CompleteMultipartUpload checks
-/// `If-None-Match: *` and only then assembles the parts and stores the object, with no lock
-/// (`moto/s3/responses.py`, `_key_response_post`): a create-only complete over an existing
-/// object is refused, but racing completes can all succeed. Set
-/// `WALFERRY_TEST_S3_ATOMIC_MULTIPART_CREATE=1` for a server that does it atomically (AWS S3).
+/// What the external server lacks. CI's is moto 5.2.5, whose PutObject and
+/// CompleteMultipartUpload check `If-None-Match: *` and only then store the object, with no
+/// lock (`moto/s3/responses.py`, `put_object`): a create-only write over an existing object is
+/// refused, but racing creates can all succeed. Set `WALFERRY_TEST_S3_ATOMIC_CREATE=1` for a
+/// server that does it atomically (AWS S3).
 fn external_capabilities() -> Capabilities {
-    let atomic = std::env::var("WALFERRY_TEST_S3_ATOMIC_MULTIPART_CREATE").is_ok_and(|v| v == "1");
+    let atomic = std::env::var("WALFERRY_TEST_S3_ATOMIC_CREATE").is_ok_and(|v| v == "1");
     Capabilities {
-        atomic_multipart_create: atomic,
+        atomic_create: atomic,
     }
 }
 
