@@ -1,6 +1,6 @@
 //! Archiving and recovery while the S3 server misbehaves on purpose (`503`s, `500`s after the
-//! write, hung requests, connections cut mid-body, late answers) and `push` processes are
-//! killed with `SIGKILL`: nothing PostgreSQL was told is archived is ever missing or damaged,
+//! write, hung requests, connections cut mid-body, late answers), goes away and comes back, and
+//! `push` processes are killed with `SIGKILL`: nothing PostgreSQL was told is archived is ever missing or damaged,
 //! the archive catches up by itself once the faults stop, and recovery either reaches its
 //! target or stops with an error, never ends early and promotes.
 
@@ -66,6 +66,16 @@ fn kill_pushes_of(cluster: &Cluster) -> u64 {
     killed
 }
 
+/// How many times `archive_command` has failed, as `pg_stat_archiver` counts.
+fn archive_failures(cluster: &Cluster) -> u64 {
+    cluster
+        .psql("SELECT failed_count FROM pg_stat_archiver")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// The files PostgreSQL has been told are archived: `archive_status/*.done`.
 fn acknowledged(cluster: &Cluster) -> BTreeSet<String> {
     std::fs::read_dir(cluster.data_dir().join("pg_wal/archive_status"))
@@ -80,7 +90,7 @@ fn acknowledged(cluster: &Cluster) -> BTreeSet<String> {
 #[test]
 fn archiving_under_faults_and_kills_loses_nothing() {
     let dir = TestDir::new("faults-archive").unwrap();
-    let repo = Repo::s3(&dir);
+    let mut repo = Repo::s3(&dir);
     let env = impatient(&repo, 3);
     let opts = ClusterOptions {
         archive_command: Some("walferry-archive push %p".into()),
@@ -96,13 +106,12 @@ fn archiving_under_faults_and_kills_loses_nothing() {
     primary.wait_archived(&last, TIMEOUT).unwrap();
     take_backup(&repo, &primary, dir.path(), &[]);
 
-    let server = repo.s3.as_ref().unwrap();
-    server.set_faults(Some(plan(4, 11)));
+    repo.s3.as_ref().unwrap().set_faults(Some(plan(4, 11)));
     // A killer: SIGKILL to whatever push is running, now and then. PostgreSQL's archiver exits
     // when its command dies of a signal and is restarted about 10 s later, so a few kills only.
     let stop = AtomicBool::new(false);
     let kills = AtomicU64::new(0);
-    let rows = std::thread::scope(|s| {
+    let mut rows = std::thread::scope(|s| {
         s.spawn(|| {
             let mut rng = fastrand::Rng::with_seed(5);
             while !stop.load(Ordering::Relaxed) && kills.load(Ordering::Relaxed) < 3 {
@@ -121,6 +130,27 @@ fn archiving_under_faults_and_kills_loses_nothing() {
         stop.store(true, Ordering::Relaxed);
         rows
     });
+    // The server goes away while WAL keeps coming, until PostgreSQL has seen pushes fail (its
+    // archiver may still be waiting to restart after a kill), and comes back.
+    let before_outage = archive_failures(&primary);
+    repo.s3.as_mut().unwrap().stop();
+    let down = Instant::now();
+    let mut outage_failures = 0;
+    while outage_failures == 0 || down.elapsed() < Duration::from_secs(3) {
+        assert!(
+            down.elapsed() < TIMEOUT,
+            "no archive_command failed while the server was gone"
+        );
+        insert_rows(&primary, rows + 1, rows + 500);
+        rows += 500;
+        primary.switch_wal().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        outage_failures = archive_failures(&primary) - before_outage;
+    }
+    let down_for = down.elapsed();
+    repo.s3.as_mut().unwrap().restart().unwrap();
+    let server = repo.s3.as_ref().unwrap();
+    assert!(server.is_running());
     server.set_faults(None);
     let injected = server.faults_injected();
     let under_faults = acknowledged(&primary);
@@ -145,9 +175,10 @@ fn archiving_under_faults_and_kills_loses_nothing() {
         checked += 1;
     }
     eprintln!(
-        "faults injected: {} ({injected:?}); pushes killed: {}; files acknowledged under faults: {}; acknowledged files checked: {checked}",
+        "faults injected: {} ({injected:?}); pushes killed: {}; the server gone for {:.1} s, archive failures meanwhile: {outage_failures}; files acknowledged under faults: {}; acknowledged files checked: {checked}",
         injected.total(),
         kills.load(Ordering::Relaxed),
+        down_for.as_secs_f64(),
         under_faults.len(),
     );
     for (kind, count) in [
