@@ -264,7 +264,13 @@ pub fn recover(bench: &Bench, mode: &Mode, round: usize, extra: Extra) -> RunRes
 
     let mut conf = server_conf();
     conf.push("hot_standby = off".into());
-    let mut env = vec![("PATH".into(), server_path())];
+    // `cargo bench` puts every build script's output directory in LD_LIBRARY_PATH; left to the
+    // server, every process a restore_command starts would search them all for its libraries
+    // first (measured: hundreds of failed opens per start). Empty, the loader ignores it.
+    let mut env = vec![
+        ("PATH".into(), server_path()),
+        ("LD_LIBRARY_PATH".into(), String::new()),
+    ];
     // The pipeline's settings, for experiments: passed on to the server, whose fetch starts it.
     for (key, value) in std::env::vars() {
         if key.starts_with("WALFERRY_PREFETCH") {
