@@ -266,14 +266,8 @@ fn a_full_local_repository_is_refused() {
     );
 }
 
-/// A push of a file whose object in the repository is damaged: the comparison finds it
-/// corrupt, says so, and replaces nothing.
-#[test]
-fn a_corrupt_or_truncated_object_is_reported_not_replaced() {
-    let dir = TestDir::new("bad-corrupt").unwrap();
-    let repo = Repo::local(&dir);
-    let (primary, _) = archived(&dir, &repo);
-    let root = repo.local_root.clone().unwrap();
+/// The key of an archived segment's object in a local repository, and the segment's name.
+fn archived_segment(repo: &Repo) -> (String, String) {
     let object = repo
         .local_objects()
         .into_iter()
@@ -285,18 +279,32 @@ fn a_corrupt_or_truncated_object_is_reported_not_replaced() {
         .to_str()
         .unwrap()
         .to_owned();
+    (object, name)
+}
+
+/// `object` damaged two ways: one bit flipped in the middle, and cut short.
+fn damaged(object: &[u8]) -> [Vec<u8>; 2] {
+    let mut flipped = object.to_vec();
+    flipped[object.len() / 2] ^= 0x10;
+    [flipped, object[..object.len() - 5].to_vec()]
+}
+
+/// A push of a file whose object in the repository is damaged: the comparison finds it
+/// corrupt, says so, and replaces nothing.
+#[test]
+fn a_corrupt_or_truncated_object_is_reported_not_replaced() {
+    let dir = TestDir::new("bad-corrupt").unwrap();
+    let repo = Repo::local(&dir);
+    let (primary, _) = archived(&dir, &repo);
+    let root = repo.local_root.clone().unwrap();
+    let (object, name) = archived_segment(&repo);
     // The same file outside pg_wal: no record of it, so the push compares.
     let copy = dir.create_dir("elsewhere").unwrap().join(&name);
     std::fs::copy(primary.data_dir().join("pg_wal").join(&name), &copy).unwrap();
     chown_to_cluster_user(&copy).unwrap();
     let good = std::fs::read(root.join(&object)).unwrap();
-    let mut flipped = good.clone();
-    let at = flipped.len() / 2;
-    flipped[at] ^= 0x10;
-    for (what, bytes) in [
-        ("flipped", flipped),
-        ("truncated", good[..good.len() - 5].to_vec()),
-    ] {
+    let [flipped, truncated] = damaged(&good);
+    for (what, bytes) in [("flipped", flipped), ("truncated", truncated)] {
         std::fs::write(root.join(&object), &bytes).unwrap();
         push_refused(
             &root,
@@ -389,17 +397,7 @@ fn a_full_wal_directory_stops_recovery() {
     std::fs::create_dir(&pg_wal).unwrap();
     chown_to_cluster_user(&pgdata).unwrap();
     chown_to_cluster_user(&pg_wal).unwrap();
-    let object = repo
-        .local_objects()
-        .into_iter()
-        .find(|o| o.starts_with("wal/"))
-        .expect("an archived segment");
-    let name = Path::new(&object)
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (_, name) = archived_segment(&repo);
     let (run, left) = on_full_tmpfs(
         &pg_wal,
         "head -c 4096 /dev/zero > \"$TMPFS/filler\"",
@@ -451,17 +449,7 @@ fn fetch_and_push_refuse_what_does_not_belong() {
     let (primary, _) = archived(&dir, &repo);
     let root = repo.local_root.clone().unwrap();
     let data = primary.data_dir();
-    let object = repo
-        .local_objects()
-        .into_iter()
-        .find(|o| o.starts_with("wal/"))
-        .expect("an archived segment");
-    let name = Path::new(&object)
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (object, name) = archived_segment(&repo);
 
     // Names and destinations PostgreSQL never passes.
     let cases = [
@@ -481,10 +469,7 @@ fn fetch_and_push_refuse_what_does_not_belong() {
 
     // A damaged object: flipped, then cut short.
     let good = std::fs::read(root.join(&object)).unwrap();
-    let mut flipped = good.clone();
-    let at = flipped.len() / 2;
-    flipped[at] ^= 0x04;
-    for bytes in [flipped, good[..good.len() - 9].to_vec()] {
+    for bytes in damaged(&good) {
         std::fs::write(root.join(&object), &bytes).unwrap();
         fetch_refused(
             &root,
